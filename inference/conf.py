@@ -1,0 +1,45 @@
+"""LMX settings, read at use (tests and operators may change them while the process runs)."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+def get(name: str):
+    try:
+        return getattr(settings, name)
+    except AttributeError as exc:  # pragma: no cover - settings.py defines them all
+        raise ImproperlyConfigured(f"Setting {name} is missing") from exc
+
+
+def models_dir() -> Path:
+    return Path(get("LMX_MODELS_DIR"))
+
+
+def hf_cache_dir() -> Path:
+    configured = get("LMX_HF_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def model_roots() -> list[Path]:
+    """Every folder a model may be loaded from; paths outside them are refused."""
+    roots = [models_dir(), *get("LMX_EXTRA_MODEL_DIRS"), hf_cache_dir()]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def validate() -> None:
+    """Fail at start-up, not at the first request, on settings that cannot work."""
+    warn, crit = get("LMX_MEMORY_WARNING_PCT"), get("LMX_MEMORY_CRITICAL_PCT")
+    if not 0 < warn <= crit <= 100:
+        raise ImproperlyConfigured(
+            f"LMX_MEMORY_WARNING_PCT ({warn}) must be > 0 and <= LMX_MEMORY_CRITICAL_PCT ({crit}) <= 100"
+        )
+    if get("LMX_MAX_CONCURRENT") < 1 or get("LMX_MAX_QUEUE") < 0:
+        raise ImproperlyConfigured("LMX_MAX_CONCURRENT must be >= 1 and LMX_MAX_QUEUE >= 0")
+    if get("LMX_REQUEST_TIMEOUT_S") <= 0:
+        raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")

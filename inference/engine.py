@@ -1,0 +1,375 @@
+"""The engine: the one thread that owns MLX.
+
+Request handlers never touch MLX. They hand commands to this thread through a queue and get
+answers back through futures (load, unload) or a per-request stream (generation). All
+generation runs in one continuous batch (mlx-lm's BatchGenerator): a request joins the batch
+at the next step, whatever the others are doing, and leaves it as soon as it finishes, is
+cancelled or times out.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+
+from inference import loading
+from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, ServerBusy, to_lmx_error
+from inference.generation import Slot
+from inference.store import ModelSpec
+
+log = logging.getLogger("lmx.engine")
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: object
+    tokenizer: object
+    config: dict
+    vram_bytes: int
+    load_time_ms: int
+    loaded_at: float
+    context_length: int
+    backend: str
+
+    @property
+    def vram_gb(self) -> float:
+        return round(self.vram_bytes / 1e9, 3)
+
+
+@dataclass
+class LoadResult:
+    model: str
+    load_time_ms: int
+    vram_gb: float
+    already_loaded: bool = False
+    unloaded: dict | None = None  # what a replaced model freed
+
+
+@dataclass
+class UnloadResult:
+    model: str | None
+    freed_vram_gb: float
+
+
+@dataclass
+class EngineCounters:
+    """Totals read by metrics; written by the engine thread only."""
+
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completed: int = 0
+    steps: int = 0
+
+
+@dataclass
+class _Command:
+    kind: str
+    future: Future = field(default_factory=Future)
+    spec: ModelSpec | None = None
+    slot: Slot | None = None
+    reason: str = "request"
+
+
+class Engine:
+    def __init__(self, *, max_concurrent: int, max_queue: int, prompt_cache_size: int,
+                 prompt_cache_bytes: int, listeners=None):
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.prompt_cache_size = prompt_cache_size
+        self.prompt_cache_bytes = prompt_cache_bytes
+        self.counters = EngineCounters()
+        # Model lifecycle listeners: callables(event: dict), called from the engine thread.
+        self.listeners = list(listeners or [])
+        self._commands: queue.Queue[_Command] = queue.Queue()
+        self._lock = threading.Lock()
+        self._pending_loads: dict[str, Future] = {}
+        self._admitted = 0  # requests accepted and not yet finished (queued + running)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lmx-engine", daemon=True)
+        # State read without locks by probes: plain attribute reads are atomic.
+        self.loaded: LoadedModel | None = None
+        self.loading: str | None = None
+        self.oom_unloaded = False
+        self._slots: dict[int, Slot] = {}
+        self._waiting: list[Slot] = []
+        self._batch = None
+        self._prompt_cache = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Engine:
+        self._thread.start()
+        return self
+
+    def stop_and_join(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._commands.put(_Command("wake"))
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def active_requests(self) -> int:
+        return self._admitted
+
+    @property
+    def queued_requests(self) -> int:
+        return max(0, self._admitted - self.max_concurrent)
+
+    # --- commands (any thread) -------------------------------------------------------------
+    def load(self, spec: ModelSpec) -> Future:
+        """Load `spec`, replacing the resident model. A load of a model already being loaded
+        shares that load's future instead of loading it twice."""
+        with self._lock:
+            pending = self._pending_loads.get(spec.id)
+            if pending is not None and not pending.done():
+                return pending
+            cmd = _Command("load", spec=spec)
+            self._pending_loads[spec.id] = cmd.future
+        self._commands.put(cmd)
+        return cmd.future
+
+    def unload(self, reason: str = "request") -> Future:
+        cmd = _Command("unload", reason=reason)
+        self._commands.put(cmd)
+        return cmd.future
+
+    def submit(self, slot: Slot) -> None:
+        """Queue a generation; its events arrive on `slot`. Raises when no slot can be had."""
+        if self.loaded is None:
+            raise OomUnloaded() if self.oom_unloaded else NoModelLoaded()
+        with self._lock:
+            if self._admitted >= self.max_concurrent + self.max_queue:
+                raise ServerBusy(
+                    f"LMX is at capacity ({self.max_concurrent} running, {self.max_queue} queued). "
+                    "Retry shortly or raise LMX_MAX_CONCURRENT / LMX_MAX_QUEUE.",
+                    retry_after=2,
+                )
+            self._admitted += 1
+        slot.on_release = self._release
+        self._commands.put(_Command("generate", slot=slot))
+
+    def wake(self) -> None:
+        self._commands.put(_Command("wake"))
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    # --- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            busy = bool(self._slots or self._waiting)
+            try:
+                # Idle: sleep until a command comes. Busy: only pick up what is already there.
+                cmd = self._commands.get_nowait() if busy else self._commands.get()
+            except queue.Empty:
+                cmd = None
+            while cmd is not None:
+                self._handle(cmd)
+                try:
+                    cmd = self._commands.get_nowait()
+                except queue.Empty:
+                    cmd = None
+            if self._stop.is_set():
+                break
+            if self._slots or self._waiting:
+                try:
+                    self._step()
+                except Exception as exc:  # a failed step must not kill the engine
+                    log.exception("Generation step failed")
+                    self._fail_all(to_lmx_error(exc))
+        self._fail_all(NoModelLoaded("LMX is shutting down."))
+        self._drop_model()
+
+    def _handle(self, cmd: _Command) -> None:
+        try:
+            if cmd.kind == "load":
+                result = self._do_load(cmd.spec)
+                cmd.future.set_result(result)
+            elif cmd.kind == "unload":
+                cmd.future.set_result(self._do_unload(cmd.reason))
+            elif cmd.kind == "generate":
+                self._admit(cmd.slot)
+            elif cmd.kind == "call":
+                cmd.future.set_result(cmd.spec())  # a function to run on this thread
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            if cmd.kind == "generate":
+                cmd.slot.fail(to_lmx_error(exc))
+            elif not cmd.future.done():
+                cmd.future.set_exception(exc)
+        finally:
+            if cmd.kind == "load":
+                with self._lock:
+                    if self._pending_loads.get(cmd.spec.id) is cmd.future:
+                        del self._pending_loads[cmd.spec.id]
+
+    def run_on_engine(self, fn) -> Future:
+        """Run `fn()` on the engine thread (tests and benchmarks that need MLX state)."""
+        cmd = _Command("call", spec=fn)
+        self._commands.put(cmd)
+        return cmd.future
+
+    def _notify(self, event: dict) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener must never break the engine
+                log.exception("Engine listener failed")
+
+    def _do_load(self, spec: ModelSpec) -> LoadResult:
+        if self.loaded is not None and self.loaded.spec.path == spec.path:
+            return LoadResult(spec.id, self.loaded.load_time_ms, self.loaded.vram_gb, already_loaded=True)
+        replaced = None
+        if self.loaded is not None:
+            replaced = self._do_unload("replaced")
+        self.loading = spec.id
+        try:
+            before = mx.get_active_memory()
+            start = time.perf_counter()
+            model, tokenizer, config, backend = loading.load(spec)
+            elapsed_ms = int((time.perf_counter() - start) * 1000)
+            vram = max(mx.get_active_memory() - before, loading.parameter_bytes(model))
+            self.loaded = LoadedModel(
+                spec=spec,
+                model=model,
+                tokenizer=tokenizer,
+                config=config,
+                vram_bytes=vram,
+                load_time_ms=elapsed_ms,
+                loaded_at=time.time(),
+                context_length=loading.context_length(config),
+                backend=backend,
+            )
+            self.oom_unloaded = False
+            self._batch, self._prompt_cache = loading.make_batch(
+                model, max_concurrent=self.max_concurrent,
+                cache_size=self.prompt_cache_size, cache_bytes=self.prompt_cache_bytes)
+        except BaseException:
+            self._drop_model()
+            raise
+        finally:
+            self.loading = None
+        log.info("Model loaded: %s (%.1f GB, %.1fs)", spec.id, vram / 1e9, elapsed_ms / 1000)
+        self._notify({"type": "model_event", "action": "loaded", "model": spec.id,
+                      "vram_gb": self.loaded.vram_gb, "load_time_ms": elapsed_ms})
+        return LoadResult(spec.id, elapsed_ms, self.loaded.vram_gb,
+                          unloaded=None if replaced is None else {"model": replaced.model,
+                                                                  "freed_vram_gb": replaced.freed_vram_gb})
+
+    def _do_unload(self, reason: str) -> UnloadResult:
+        if self.loaded is None:
+            return UnloadResult(None, 0.0)
+        model_id = self.loaded.spec.id
+        error = OomUnloaded() if reason == "oom" else NoModelLoaded(
+            f"The model {model_id} was unloaded while this request ran. Load a model and retry.")
+        self._fail_all(error)
+        before = mx.get_active_memory()
+        self._drop_model()
+        freed = max(0, before - mx.get_active_memory())
+        self.oom_unloaded = reason == "oom"
+        log.info("Model unloaded, freed %.1f GB", freed / 1e9)
+        self._notify({"type": "model_event", "action": "unloaded", "model": model_id,
+                      "vram_gb": round(freed / 1e9, 3), "load_time_ms": None, "reason": reason})
+        return UnloadResult(model_id, round(freed / 1e9, 3))
+
+    def _drop_model(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+        self.loaded = None
+        self._batch = None
+        self._prompt_cache = None
+        gc.collect()
+        mx.clear_cache()
+
+    # --- generation ------------------------------------------------------------------------
+    def _fail_all(self, error: LMXError) -> None:
+        for slot in list(self._slots.values()) + self._waiting:
+            slot.fail(error)
+        if self._batch is not None and self._slots:
+            self._batch.remove(list(self._slots))
+        self._slots.clear()
+        self._waiting.clear()
+
+    def _admit(self, slot: Slot) -> None:
+        if self.loaded is None:
+            slot.fail(OomUnloaded() if self.oom_unloaded else NoModelLoaded())
+            return
+        if slot.cancelled:
+            slot.close()
+            return
+        if len(self._slots) >= self.max_concurrent:
+            self._waiting.append(slot)
+            return
+        uid = loading.insert(self._batch, self._prompt_cache, self.loaded, slot)
+        self.counters.prompt_tokens += len(slot.request.prompt_tokens)
+        self.counters.cached_tokens += slot.cached_tokens
+        self._slots[uid] = slot
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        # Cancelled, timed-out and finished slots leave before the next step, so a
+        # disconnect costs at most the step that was already running.
+        removed = []
+        for uid, slot in list(self._slots.items()):
+            if slot.cancelled:
+                removed.append(uid)
+                slot.close()
+            elif slot.deadline is not None and now > slot.deadline:
+                removed.append(uid)
+                slot.fail(LmxTimeout(
+                    f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
+                    "Reduce context length or max_tokens, or switch to a smaller model."))
+        for slot in list(self._waiting):
+            if slot.cancelled or (slot.deadline is not None and now > slot.deadline):
+                self._waiting.remove(slot)
+                if slot.cancelled:
+                    slot.close()
+                else:
+                    slot.fail(LmxTimeout("The request timed out while queued. Retry later."))
+        if removed:
+            self._batch.remove(removed)
+            for uid in removed:
+                del self._slots[uid]
+        while self._waiting and len(self._slots) < self.max_concurrent:
+            self._admit(self._waiting.pop(0))
+        if not self._slots:
+            return
+
+        prompt_responses, gen_responses = self._batch.next()
+        self.counters.steps += 1
+        for r in prompt_responses:
+            slot = self._slots.get(r.uid)
+            if slot is not None:
+                slot.prompt_progress(*r.progress)
+        finished = []
+        for r in gen_responses:
+            slot = self._slots.get(r.uid)
+            if slot is None:
+                continue
+            self.counters.generated_tokens += 1
+            done = slot.add_token(r.token, r.finish_reason)
+            if r.finish_reason is not None:
+                loading.remember(self._prompt_cache, self.loaded, r.all_tokens, r.prompt_cache)
+                del self._slots[r.uid]
+                self.counters.completed += 1
+            elif done:
+                finished.append(r.uid)
+        if finished:
+            caches = self._batch.remove(finished, return_prompt_caches=True)
+            for uid in finished:
+                cache, tokens = caches.get(uid, (None, None))
+                if cache is not None:
+                    loading.remember(self._prompt_cache, self.loaded, tokens, cache)
+                del self._slots[uid]
+                self.counters.completed += 1

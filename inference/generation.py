@@ -1,0 +1,180 @@
+"""One generation request as the engine sees it, and its way back to the asyncio side.
+
+The engine thread calls `Slot.add_token` etc.; the request handler reads `Slot.events()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from inference.errors import LMXError
+
+
+@dataclass
+class GenerationRequest:
+    prompt_tokens: list[int]
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
+    timeout_s: float | None = None
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    time_to_first_token_ms: float | None
+    prompt_tokens_per_second: float | None
+    tokens_per_second: float | None
+    total_ms: float
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+class StopFilter:
+    """Holds back text that may be the start of a stop string, so a stop string never leaks,
+    also when it arrives split across tokens."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Returns (text safe to emit, whether a stop string was hit)."""
+        if not self.stops:
+            return text, False
+        self.pending += text
+        hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
+        if hits:
+            index = min(i for i, _ in hits)
+            out, self.pending = self.pending[:index], ""
+            return out, True
+        keep = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Slot:
+    """A request's place in the batch. Events: ("start", dict), ("text", str),
+    ("done", finish_reason, Stats), ("error", LMXError)."""
+
+    def __init__(self, request: GenerationRequest, *, detokenizer, eos_token_ids,
+                 loop: asyncio.AbstractEventLoop | None = None):
+        self.request = request
+        self.detokenizer = detokenizer
+        self.eos_token_ids = set(eos_token_ids)
+        self.loop = loop or asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.stop_filter = StopFilter(request.stop)
+        self.cancelled = False
+        self.cached_tokens = 0
+        self.generated = 0
+        self.created = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.deadline = (time.monotonic() + request.timeout_s) if request.timeout_s else None
+        self.on_release: Callable[[], None] | None = None
+        self.wake_engine: Callable[[], None] | None = None
+        self._released = False
+
+    # --- engine side ---------------------------------------------------------------------
+    def _push(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the handler's loop is gone: nobody is listening
+            self.cancelled = True
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            if self.on_release:
+                self.on_release()
+
+    def started(self, cached_tokens: int) -> None:
+        self.cached_tokens = cached_tokens
+        self._push(("start", {"cached_tokens": cached_tokens,
+                              "prompt_tokens": len(self.request.prompt_tokens)}))
+
+    def prompt_progress(self, done: int, total: int) -> None:
+        pass  # prompt progress is not reported to clients yet
+
+    def add_token(self, token: int, finish_reason: str | None) -> bool:
+        """Returns True when a stop string ended the request (the batch must drop it)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        is_eos = finish_reason == "stop" and token in self.eos_token_ids
+        if not is_eos:
+            self.generated += 1
+            self.detokenizer.add_token(token)
+        if finish_reason is not None:
+            self.detokenizer.finalize()
+        text, hit = self.stop_filter.feed(self.detokenizer.last_segment)
+        if finish_reason is not None and not hit:
+            text += self.stop_filter.flush()
+        if text:
+            self._push(("text", text))
+        if hit or finish_reason is not None:
+            self._finish("stop" if hit else ("length" if finish_reason == "length" else "stop"))
+            return True
+        return False
+
+    def _finish(self, reason: str) -> None:
+        self._push(("done", reason, self.stats()))
+        self._release()
+
+    def fail(self, error: LMXError) -> None:
+        self._push(("error", error))
+        self._release()
+
+    def close(self) -> None:
+        """Dropped after a cancel: nobody reads the queue any more."""
+        self._release()
+
+    def stats(self) -> Stats:
+        now = time.perf_counter()
+        ttft = (self.first_token_at - self.created) if self.first_token_at else None
+        prompt_computed = len(self.request.prompt_tokens) - self.cached_tokens
+        decode_time = (now - self.first_token_at) if self.first_token_at else None
+        return Stats(
+            prompt_tokens=len(self.request.prompt_tokens),
+            completion_tokens=self.generated,
+            cached_tokens=self.cached_tokens,
+            time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
+            prompt_tokens_per_second=(prompt_computed / ttft) if ttft else None,
+            tokens_per_second=((self.generated - 1) / decode_time)
+            if decode_time and self.generated > 1 else None,
+            total_ms=(now - self.created) * 1000,
+        )
+
+    # --- handler side --------------------------------------------------------------------
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            if self.wake_engine:
+                self.wake_engine()
+
+    async def events(self) -> AsyncIterator[tuple]:
+        while True:
+            item = await self.queue.get()
+            yield item
+            if item[0] in ("done", "error"):
+                return

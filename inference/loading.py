@@ -1,0 +1,126 @@
+"""MLX-side helpers the engine thread calls: load a model, build its batch, feed requests in.
+
+Nothing here is called outside the engine thread.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from inference import gguf
+from inference.errors import ModelLoadError
+from inference.generation import Slot
+from inference.store import ModelSpec
+
+
+def load(spec: ModelSpec):
+    """(model, tokenizer, config, backend) for an MLX-native folder or a GGUF file."""
+    path = Path(spec.path)
+    if spec.format == "gguf":
+        model, tokenizer, described = gguf.load(path)
+        return model, tokenizer, described.config, "mlx-gguf"
+    from mlx_lm.utils import load as mlx_load
+
+    try:
+        model, tokenizer = mlx_load(str(path))
+    except (ValueError, FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+        raise ModelLoadError(f"Cannot load the MLX model at {path.name}: {exc}") from exc
+    config = json.loads((path / "config.json").read_text())
+    return model, tokenizer, config, "mlx"
+
+
+def parameter_bytes(model) -> int:
+    return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+
+
+def context_length(config: dict) -> int:
+    for key in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    text = config.get("text_config") or {}
+    return int(text.get("max_position_embeddings", 4096))
+
+
+def make_batch(model, *, max_concurrent: int, cache_size: int, cache_bytes: int):
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.models.cache import LRUPromptCache
+
+    batch = BatchGenerator(
+        model,
+        completion_batch_size=max_concurrent,
+        prefill_batch_size=min(8, max_concurrent),
+        stream=mx.default_stream(mx.default_device()),
+    )
+    return batch, LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
+
+
+def _sampler(request):
+    """Greedy at temperature 0; otherwise top-p sampling, with a private key when seeded so the
+    same seed gives the same text whatever else shares the batch."""
+    from mlx_lm.sample_utils import apply_top_p
+
+    if request.temperature <= 0:
+        return None  # the batch's greedy fallback
+    inv_temp = 1.0 / request.temperature
+    top_p = request.top_p
+    state = {"key": mx.random.key(request.seed) if request.seed is not None else None}
+
+    def sample(logprobs: mx.array) -> mx.array:
+        if 0 < top_p < 1:
+            logprobs = apply_top_p(logprobs, top_p)
+        if state["key"] is None:
+            return mx.random.categorical(logprobs * inv_temp)
+        state["key"], sub = mx.random.split(state["key"])
+        return mx.random.categorical(logprobs * inv_temp, key=sub)
+
+    return sample
+
+
+def _processors(request):
+    from mlx_lm.sample_utils import make_logits_processors
+
+    return make_logits_processors(
+        logit_bias=request.logit_bias,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+    )
+
+
+def insert(batch, prompt_cache, loaded, slot: Slot) -> int:
+    """Put a request into the running batch, reusing the longest cached prefix."""
+    from mlx_lm.generate import make_stop_sequences
+    from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+    request = slot.request
+    tokens = list(request.prompt_tokens)
+    cache, rest = prompt_cache.fetch_nearest_cache(loaded.spec.id, tokens)
+    if cache is not None and not rest:
+        # An exact hit: the model still needs the last token to produce the next one.
+        if can_trim_prompt_cache(cache):
+            trim_prompt_cache(cache, 1)
+            rest = tokens[-1:]
+        else:
+            cache, rest = None, tokens
+    cached = len(tokens) - len(rest)
+    (uid,) = batch.insert(
+        [rest],
+        max_tokens=[request.max_tokens],
+        caches=[cache] if cache is not None else None,
+        all_tokens=[tokens[:cached]],
+        samplers=[_sampler(request)],
+        logits_processors=[_processors(request)],
+        stop_sequences=[make_stop_sequences(loaded.tokenizer)],
+    )
+    slot.started(cached)
+    return uid
+
+
+def remember(prompt_cache, loaded, tokens, cache) -> None:
+    """Keep a finished request's KV cache so a follow-up turn starts from it."""
+    if loaded is None or cache is None or not tokens:
+        return
+    prompt_cache.insert_cache(loaded.spec.id, list(tokens), cache)

@@ -1,0 +1,62 @@
+"""Run LMX: Daphne on LMX_HOST:LMX_PORT, the engine, and the default model loading."""
+
+import asyncio
+import logging
+import threading
+
+from django.core.management.base import BaseCommand
+
+from inference import conf
+
+log = logging.getLogger("lmx")
+
+
+class Command(BaseCommand):
+    help = "Serve LMX with Daphne and load LMX_DEFAULT_MODEL."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=None, help="default: LMX_HOST")
+        parser.add_argument("--port", type=int, default=None, help="default: LMX_PORT")
+        parser.add_argument("--model", default=None, help="model to load at start (default: LMX_DEFAULT_MODEL)")
+
+    def handle(self, *args, host=None, port=None, model=None, **options):
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from inference import runtime
+        from lmx_site.asgi import application
+
+        conf.validate()
+        host = host or conf.get("LMX_HOST")
+        port = port or conf.get("LMX_PORT")
+        model = conf.get("LMX_DEFAULT_MODEL") if model is None else model
+        log.info("LMX starting on %s:%s", host, port)
+        runtime.get_engine()
+        if model:
+            threading.Thread(target=self._load_default, args=(model,), name="lmx-default-load",
+                             daemon=True).start()
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            http_timeout=None,
+            websocket_timeout=86400,
+            application_close_timeout=10,
+            server_name="lmx",
+        )
+        try:
+            server.run()
+        finally:
+            runtime.shutdown()
+
+    @staticmethod
+    def _load_default(model: str) -> None:
+        from inference import services
+        from inference.errors import LMXError
+
+        try:
+            asyncio.run(services.model_load(ref=model))
+        except LMXError as exc:
+            log.error("Default model %s was not loaded: %s", model, exc.message)
+        except Exception:  # noqa: BLE001 - the server keeps serving without a model
+            log.exception("Default model %s was not loaded", model)

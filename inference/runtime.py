@@ -1,0 +1,42 @@
+"""The process-wide engine, created on first use with the settings of that moment."""
+
+from __future__ import annotations
+
+import threading
+
+from inference import conf
+from inference.engine import Engine
+
+_engine: Engine | None = None
+_lock = threading.Lock()
+_listeners: list = []
+
+
+def add_listener(listener) -> None:
+    """Model lifecycle events (load/unload) go to `listener(event: dict)`."""
+    _listeners.append(listener)
+    if _engine is not None:
+        _engine.listeners.append(listener)
+
+
+def get_engine() -> Engine:
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                conf.validate()
+                _engine = Engine(
+                    max_concurrent=conf.get("LMX_MAX_CONCURRENT"),
+                    max_queue=conf.get("LMX_MAX_QUEUE"),
+                    prompt_cache_size=conf.get("LMX_PROMPT_CACHE_SIZE"),
+                    prompt_cache_bytes=conf.get("LMX_PROMPT_CACHE_BYTES"),
+                    listeners=_listeners,
+                ).start()
+    return _engine
+
+
+def shutdown() -> None:
+    global _engine
+    if _engine is not None:
+        _engine.stop_and_join()
+        _engine = None

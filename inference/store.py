@@ -1,0 +1,236 @@
+"""The model store: what models exist on disk (model roots and the Hugging Face cache).
+
+Reads file headers only, never tensors, so a scan stays cheap for large models.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from inference import conf
+
+_SAFETENSORS_BITS = {"F32": 32, "F16": 16, "BF16": 16, "U32": 32, "I32": 32, "U8": 8, "I8": 8,
+                     "F64": 64, "I64": 64, "U16": 16, "I16": 16, "BOOL": 8, "F8_E4M3": 8}
+_MAX_DEPTH = 3
+
+
+@dataclass
+class ModelSpec:
+    id: str
+    path: str
+    format: str  # "mlx" | "gguf"
+    source: str = "local"  # "local" | "hf-cache"
+    size_bytes: int = 0
+    quantization: str = ""
+    architecture: str = ""
+    parameter_count: int | None = None
+    bits: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("extra")
+        return data
+
+    def estimate_bytes(self) -> int:
+        """Memory needed to load it: parameters x bits / 8 x 1.2 (falls back to size on disk)."""
+        if self.parameter_count and self.bits:
+            return int(self.parameter_count * self.bits / 8 * 1.2)
+        return int(self.size_bytes * 1.2)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _safetensors_params(files: list[Path], quant: dict) -> int:
+    default_bits = quant.get("bits")
+    total = 0
+    for f in files:
+        with f.open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name == "__metadata__" or name.endswith((".scales", ".biases")):
+                continue
+            count = 1
+            for d in info["shape"]:
+                count *= d
+            layer = quant.get(name.rsplit(".", 1)[0])
+            bits = layer.get("bits") if isinstance(layer, dict) else default_bits
+            if info["dtype"] == "U32" and bits:
+                count = count * 32 // bits
+            total += count
+    return total
+
+
+def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> ModelSpec | None:
+    config_file = path / "config.json"
+    weights = sorted(path.glob("*.safetensors"))
+    if not config_file.is_file() or not weights:
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        config = {}
+    quant = config.get("quantization") or config.get("quantization_config") or {}
+    quant = quant if isinstance(quant, dict) else {}
+    bits = quant.get("bits")
+    try:
+        params = _safetensors_params(weights, quant)
+    except (OSError, ValueError, struct.error, KeyError):
+        params = None
+    return ModelSpec(
+        id=model_id,
+        path=str(path),
+        format="mlx",
+        source=source,
+        size_bytes=_dir_size(path),
+        quantization=f"{bits}bit" if bits else str(config.get("torch_dtype", "float16")),
+        architecture=str(config.get("model_type", "")),
+        parameter_count=params,
+        bits=float(bits) if bits else 16.0,
+    )
+
+
+# --- GGUF headers --------------------------------------------------------------------------
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                 10: "<Q", 11: "<q", 12: "<d"}
+# ggml type -> (block elements, block bytes), for bits per weight
+_GGML_TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 34),
+               8: (32, 34), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
+               14: (256, 210), 30: (1, 2)}
+
+
+def _gguf_value(fh, vtype: int):
+    if vtype in _GGUF_SCALARS:
+        fmt = _GGUF_SCALARS[vtype]
+        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+    if vtype == 8:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        return fh.read(n).decode("utf-8", "replace")
+    if vtype == 9:
+        (itype,) = struct.unpack("<I", fh.read(4))
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if itype in _GGUF_SCALARS:  # skip numeric arrays without decoding them
+            fh.seek(n * struct.calcsize(_GGUF_SCALARS[itype]), 1)
+        else:
+            for _ in range(n):
+                _gguf_value(fh, itype)
+        return None
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def read_gguf_header(path: Path) -> dict:
+    """Metadata scalars and a parameter/bit count from a GGUF header (no tensor data read)."""
+    with path.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ValueError("not a GGUF file")
+        _version, n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
+        meta = {}
+        for _ in range(n_kv):
+            (klen,) = struct.unpack("<Q", fh.read(8))
+            key = fh.read(klen).decode("utf-8", "replace")
+            (vtype,) = struct.unpack("<I", fh.read(4))
+            value = _gguf_value(fh, vtype)
+            if value is not None:
+                meta[key] = value
+        params = 0
+        bits_total = 0.0
+        for _ in range(n_tensors):
+            (nlen,) = struct.unpack("<Q", fh.read(8))
+            fh.seek(nlen, 1)
+            (ndim,) = struct.unpack("<I", fh.read(4))
+            dims = struct.unpack(f"<{ndim}Q", fh.read(8 * ndim))
+            (ttype,) = struct.unpack("<I", fh.read(4))
+            fh.seek(8, 1)
+            count = 1
+            for d in dims:
+                count *= d
+            params += count
+            block, nbytes = _GGML_TYPES.get(ttype, (1, 2))
+            bits_total += count * nbytes * 8 / block
+    meta["_parameter_count"] = params
+    meta["_bits"] = bits_total / params if params else None
+    return meta
+
+
+def describe_gguf(path: Path, model_id: str) -> ModelSpec:
+    from inference.gguf import quantization_label
+
+    spec = ModelSpec(id=model_id, path=str(path), format="gguf", size_bytes=path.stat().st_size)
+    try:
+        meta = read_gguf_header(path)
+    except (OSError, ValueError, struct.error, UnicodeDecodeError, MemoryError) as exc:
+        spec.extra["error"] = f"unreadable GGUF header: {exc}"
+        return spec
+    spec.architecture = str(meta.get("general.architecture", ""))
+    spec.quantization = quantization_label(meta)
+    spec.parameter_count = meta["_parameter_count"]
+    spec.bits = round(meta["_bits"], 2) if meta["_bits"] else None
+    return spec
+
+
+# --- scanning ------------------------------------------------------------------------------
+def _scan_root(root: Path) -> list[ModelSpec]:
+    found: list[ModelSpec] = []
+
+    def walk(folder: Path, depth: int):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = entry.relative_to(root).as_posix()
+            if entry.is_file() and entry.suffix.lower() == ".gguf":
+                found.append(describe_gguf(entry, rel))
+            elif entry.is_dir():
+                spec = describe_mlx_folder(entry, rel)
+                if spec is not None:
+                    found.append(spec)
+                elif depth < _MAX_DEPTH:
+                    walk(entry, depth + 1)
+
+    if root.is_dir():
+        walk(root, 1)
+    return found
+
+
+def _scan_hf_cache(cache: Path) -> list[ModelSpec]:
+    found = []
+    if not cache.is_dir():
+        return found
+    for repo_dir in sorted(cache.glob("models--*")):
+        repo_id = repo_dir.name[len("models--"):].replace("--", "/")
+        ref = repo_dir / "refs" / "main"
+        snapshots = repo_dir / "snapshots"
+        snapshot = None
+        if ref.is_file():
+            snapshot = snapshots / ref.read_text().strip()
+        elif snapshots.is_dir():
+            candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
+            snapshot = candidates[-1] if candidates else None
+        if snapshot is None or not snapshot.is_dir():
+            continue
+        spec = describe_mlx_folder(snapshot, repo_id, source="hf-cache")
+        if spec is not None:
+            spec.size_bytes = sum(p.resolve().stat().st_size for p in snapshot.rglob("*") if p.is_file())
+            found.append(spec)
+    return found
+
+
+def scan() -> list[ModelSpec]:
+    """Every model on disk, first the model store, then extra dirs, then the HF cache."""
+    specs: list[ModelSpec] = []
+    seen: set[str] = set()
+    roots = [conf.models_dir(), *conf.get("LMX_EXTRA_MODEL_DIRS")]
+    for spec in [s for r in roots for s in _scan_root(Path(r).expanduser())] + _scan_hf_cache(conf.hf_cache_dir()):
+        if spec.id.lower() not in seen:
+            seen.add(spec.id.lower())
+            specs.append(spec)
+    return specs

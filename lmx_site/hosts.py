@@ -1,0 +1,45 @@
+"""Host-header allowlist for every protocol, so a web page cannot reach LMX by DNS rebinding.
+
+Django checks ALLOWED_HOSTS only for its own views; Channels consumers need this in front.
+"""
+
+import json
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+
+class AllowedHostsMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = ""
+        for key, value in scope.get("headers", []):
+            if key == b"host":
+                host = value.decode("latin-1")
+                break
+        domain, _port = split_domain_port(host)
+        if domain and validate_host(domain, settings.ALLOWED_HOSTS):
+            return await self.app(scope, receive, send)
+        await self._refuse(scope, receive, send, host)
+
+    async def _refuse(self, scope, receive, send, host):
+        from inference.errors import INVALID_REQUEST, LMXError
+        from inference.http import record_error
+
+        err = LMXError(
+            f"Host header '{host[:100]}' is not allowed. Add it to LMX_ALLOWED_HOSTS to serve it.",
+            kind=INVALID_REQUEST,
+        )
+        await record_error(err, endpoint=f"{scope.get('method', 'WS')} {scope['path']}")
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 4003})
+            return
+        body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,69 @@
+"""Writes of the monitoring app: error history and model inventory."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from monitoring.models import ErrorEvent, ModelRecord
+
+
+def error_event_record(
+    *, code: str, severity: str, message: str, model: str = "", endpoint: str = "",
+    http_status: int | None = None,
+) -> ErrorEvent:
+    event = ErrorEvent.objects.create(
+        code=code, severity=severity, message=message[:4000], model=model[:300],
+        endpoint=endpoint[:200], http_status=http_status,
+    )
+    from monitoring import events
+
+    events.publish(events.error_payload(event))
+    return event
+
+
+@transaction.atomic
+def inventory_sync(*, specs: list[dict], loaded_id: str | None) -> None:
+    """Make the inventory match a scan: upsert what is on disk, mark the rest absent."""
+    seen = []
+    for spec in specs:
+        ModelRecord.objects.update_or_create(
+            model_id=spec["id"],
+            defaults={
+                "path": spec["path"],
+                "format": spec["format"],
+                "source": spec["source"],
+                "size_bytes": spec["size_bytes"],
+                "quantization": spec["quantization"] or "",
+                "architecture": spec["architecture"] or "",
+                "parameter_count": spec["parameter_count"],
+                "present": True,
+                "loaded": spec["id"] == loaded_id,
+            },
+        )
+        seen.append(spec["id"])
+    ModelRecord.objects.exclude(model_id__in=seen).update(present=False, loaded=False)
+
+
+@transaction.atomic
+def inventory_record_load(*, spec: dict, load_time_ms: int) -> ModelRecord:
+    ModelRecord.objects.filter(loaded=True).exclude(model_id=spec["id"]).update(loaded=False)
+    record, _ = ModelRecord.objects.get_or_create(
+        model_id=spec["id"],
+        defaults={"path": spec["path"], "format": spec["format"], "source": spec["source"],
+                  "size_bytes": spec["size_bytes"]},
+    )
+    record.loaded = True
+    record.present = True
+    record.load_count += 1
+    record.last_loaded_at = timezone.now()
+    record.last_load_time_ms = load_time_ms
+    record.save()
+    return record
+
+
+def inventory_record_unload(*, model_id: str | None) -> None:
+    qs = ModelRecord.objects.filter(loaded=True)
+    if model_id:
+        qs = qs.filter(model_id=model_id)
+    qs.update(loaded=False)
