@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from inference import gguf
+from inference import cpu_blas, gguf
 from inference.errors import ModelLoadError
 from inference.generation import Slot
 from inference.store import ModelSpec
@@ -22,15 +22,19 @@ def load(spec: ModelSpec):
     path = Path(spec.path)
     if spec.format == "gguf":
         model, tokenizer, described = gguf.load(path)
-        return model, tokenizer, described.config, "mlx-gguf"
-    from mlx_lm.utils import load as mlx_load
+        config, backend = described.config, "mlx-gguf"
+    else:
+        from mlx_lm.utils import load as mlx_load
 
-    try:
-        model, tokenizer = mlx_load(str(path))
-    except (ValueError, FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
-        raise ModelLoadError(f"Cannot load the MLX model at {path.name}: {exc}") from exc
-    config = json.loads((path / "config.json").read_text())
-    return model, tokenizer, config, "mlx"
+        try:
+            model, tokenizer = mlx_load(str(path))
+        except (ValueError, FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+            raise ModelLoadError(f"Cannot load the MLX model at {path.name}: {exc}") from exc
+        config, backend = json.loads((path / "config.json").read_text()), "mlx"
+    if cpu_blas.should_dequantize():
+        model = cpu_blas.dequantize(model)
+        backend += "+cpu-f32-openblas"
+    return model, tokenizer, config, backend
 
 
 def parameter_bytes(model) -> int:

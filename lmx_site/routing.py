@@ -1,6 +1,6 @@
 from django.urls import path
 
-from inference.api import admin, probes
+from inference.api import admin, openai, probes, websocket
 
 http_patterns = [
     path("healthz", probes.HealthzConsumer.as_asgi()),
@@ -8,6 +8,11 @@ http_patterns = [
     path("admin/models", admin.ModelsConsumer.as_asgi()),
     path("admin/models/load", admin.LoadConsumer.as_asgi()),
     path("admin/models/unload", admin.UnloadConsumer.as_asgi()),
+    path("v1/models", openai.ModelsListConsumer.as_asgi()),
+    path("v1/chat/completions", openai.ChatCompletionsConsumer.as_asgi()),
+    path("v1/completions", openai.CompletionsConsumer.as_asgi()),
 ]
 
-websocket_patterns = []
+websocket_patterns = [
+    path("v1/chat/stream", websocket.ChatStreamConsumer.as_asgi()),
+]

@@ -108,6 +108,7 @@ LMX_MAX_BODY_BYTES = env.int("LMX_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 LMX_JIT_LOAD = env.bool("LMX_JIT_LOAD", default=False)
 LMX_PROMPT_CACHE_SIZE = env.int("LMX_PROMPT_CACHE_SIZE", default=16)
 LMX_PROMPT_CACHE_BYTES = env.int("LMX_PROMPT_CACHE_BYTES", default=2 * 1024**3)
+LMX_CPU_FAST_PATH = env.str("LMX_CPU_FAST_PATH", default="auto")  # auto | on | off
 LMX_MEMORY_WARNING_PCT = env.float("LMX_MEMORY_WARNING_PCT", default=85.0)
 LMX_MEMORY_CRITICAL_PCT = env.float("LMX_MEMORY_CRITICAL_PCT", default=90.0)
 

@@ -6,7 +6,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from inference import conf
+from inference import conf, cpu_blas
 
 log = logging.getLogger("lmx")
 
@@ -27,10 +27,13 @@ class Command(BaseCommand):
         from lmx_site.asgi import application
 
         conf.validate()
+        cpu_blas.preload_and_reexec()
         host = host or conf.get("LMX_HOST")
         port = port or conf.get("LMX_PORT")
         model = conf.get("LMX_DEFAULT_MODEL") if model is None else model
         log.info("LMX starting on %s:%s", host, port)
+        if cpu_blas.should_dequantize():
+            log.info("CPU fast path: float32 weights with OpenBLAS (LMX_CPU_FAST_PATH=off to disable)")
         runtime.get_engine()
         if model:
             threading.Thread(target=self._load_default, args=(model,), name="lmx-default-load",

@@ -1,0 +1,161 @@
+"""OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from inference import serving, store
+from inference.api import schemas
+from inference.errors import LMXError, error_body
+from inference.http import JsonConsumer, record_error
+from inference.runtime import get_engine
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ModelsListConsumer(JsonConsumer):
+    async def get(self, body: bytes) -> None:
+        specs = await asyncio.to_thread(store.scan)
+        loaded = get_engine().loaded
+        data = [
+            {"id": s.id, "object": "model", "created": 0, "owned_by": "lmx",
+             "loaded": loaded is not None and loaded.spec.path == s.path, "format": s.format}
+            for s in specs
+        ]
+        await self.send_json({"object": "list", "data": data})
+
+
+class GenerationConsumer(JsonConsumer):
+    """Shared streaming / non-streaming plumbing; subclasses shape the payloads."""
+
+    methods = ("POST",)
+    object_name = ""
+    id_prefix = ""
+
+    def parse(self, data: dict):
+        raise NotImplementedError
+
+    def chunk(self, rid: str, model: str, created: int, text: str | None, finish: str | None,
+              first: bool) -> dict | None:
+        raise NotImplementedError
+
+    def full(self, rid: str, model: str, created: int, text: str, finish: str, stats) -> dict:
+        raise NotImplementedError
+
+    async def post(self, body: bytes) -> None:
+        req = self.parse(self.parse_json(body))
+        self.model_name = req.model
+        slot, loaded = await serving.start_generation(req)
+        self.model_name = loaded.spec.id
+        try:
+            if req.stream:
+                await self._stream(req, slot, loaded.spec.id)
+            else:
+                await self._complete(req, slot, loaded.spec.id)
+        finally:
+            slot.cancel()  # no-op when finished; stops generation when the client went away
+
+    async def _complete(self, req, slot, model: str) -> None:
+        parts = []
+        async for event in slot.events():
+            if event[0] == "text":
+                parts.append(event[1])
+            elif event[0] == "error":
+                raise event[1]
+            elif event[0] == "done":
+                _, finish, stats = event
+                serving.log_completion(model, stats)
+                text = "".join(parts)
+                if getattr(req, "echo", False):
+                    text = req.prompt + text
+                await self.send_json(self.full(serving.new_id(self.id_prefix), model, serving.now(),
+                                               text, finish, stats))
+
+    async def _stream(self, req, slot, model: str) -> None:
+        rid, created = serving.new_id(self.id_prefix), serving.now()
+        events = slot.events()
+        first = await anext(events)
+        if first[0] == "error":
+            raise first[1]
+        await self.send_headers(status=200, headers=SSE_HEADERS)
+        opening = self.chunk(rid, model, created, None, None, first=True)
+        if opening is not None:
+            await self._send_event(opening)
+        async for event in events:
+            if event[0] == "text":
+                await self._send_event(self.chunk(rid, model, created, event[1], None, first=False))
+            elif event[0] == "error":
+                err: LMXError = event[1]
+                await record_error(err, endpoint=self.endpoint, model=model)
+                await self._send_event(error_body(err) | {"id": rid})
+                break
+            elif event[0] == "done":
+                _, finish, stats = event
+                serving.log_completion(model, stats)
+                await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
+                if req.include_usage:
+                    await self._send_event({"id": rid, "object": self.object_name, "created": created,
+                                            "model": model, "choices": [], "usage": serving.usage(stats)})
+        await self.send_body(b"data: [DONE]\n\n", more_body=False)
+
+    async def _send_event(self, payload: dict) -> None:
+        await self.send_body(f"data: {json.dumps(payload)}\n\n".encode(), more_body=True)
+
+    async def send_error(self, err: LMXError, *, record: bool = True) -> None:
+        if getattr(self, "_headers_sent", False):
+            return
+        await super().send_error(err, record=record)
+
+    async def send_headers(self, *, status=200, headers=None):
+        self._headers_sent = True
+        await super().send_headers(status=status, headers=headers)
+
+
+class ChatCompletionsConsumer(GenerationConsumer):
+    object_name = "chat.completion.chunk"
+    id_prefix = "chatcmpl"
+
+    def parse(self, data: dict):
+        return schemas.chat_request(data)
+
+    def chunk(self, rid, model, created, text, finish, first):
+        delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
+        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    def full(self, rid, model, created, text, finish, stats):
+        return {
+            "id": rid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish, "logprobs": None}],
+            "usage": serving.usage(stats),
+            "stats": stats.as_dict(),
+        }
+
+
+class CompletionsConsumer(GenerationConsumer):
+    object_name = "text_completion"
+    id_prefix = "cmpl"
+
+    def parse(self, data: dict):
+        return schemas.completion_request(data)
+
+    def chunk(self, rid, model, created, text, finish, first):
+        if first:
+            return None  # completions streams have no role chunk
+        return {"id": rid, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}]}
+
+    def full(self, rid, model, created, text, finish, stats):
+        return {
+            "id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            "usage": serving.usage(stats),
+            "stats": stats.as_dict(),
+        }
+

@@ -1,0 +1,188 @@
+"""Request shapes of the OpenAI-compatible API, validated into dataclasses.
+
+Every rule here answers a bad body with `invalid-request` and a message naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inference.errors import InvalidRequest
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+MAX_STOP = 16
+MAX_TOKENS_CAP = 1_000_000
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: list[str]
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    logit_bias: dict[int, float] | None
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict]
+    stream: bool
+    include_usage: bool
+    params: SamplingParams
+
+
+@dataclass
+class CompletionRequest:
+    model: str
+    prompt: str
+    stream: bool
+    include_usage: bool
+    params: SamplingParams
+    echo: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _number(data: dict, name: str, default, lo: float, hi: float, *, integer: bool = False):
+    value = data.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise InvalidRequest(f"Field '{name}' must be {kind}, got {type(value).__name__}.")
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"Field '{name}' must be between {lo} and {hi}, got {value}.")
+    return value
+
+
+def _bool(data: dict, name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"Field '{name}' must be true or false.")
+    return value
+
+
+def _model(data: dict) -> str:
+    model = data.get("model")
+    if model is None:
+        raise InvalidRequest("Missing field 'model': name the loaded model (see GET /v1/models).")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("Field 'model' must be a non-empty string.")
+    return model.strip()[:300]
+
+
+def _params(data: dict) -> SamplingParams:
+    n = _number(data, "n", 1, 1, 128, integer=True)
+    if n != 1:
+        raise InvalidRequest("Only n=1 is supported: send one request per completion.")
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    if max_tokens is not None:
+        max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", None, 1, MAX_TOKENS_CAP, integer=True)
+    stop = data.get("stop")
+    if stop is None:
+        stops = []
+    elif isinstance(stop, str):
+        stops = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = stop
+    else:
+        raise InvalidRequest("Field 'stop' must be a string or a list of strings.")
+    if len(stops) > MAX_STOP:
+        raise InvalidRequest(f"Field 'stop' takes at most {MAX_STOP} strings.")
+    bias = data.get("logit_bias")
+    logit_bias = None
+    if bias is not None:
+        if not isinstance(bias, dict):
+            raise InvalidRequest("Field 'logit_bias' must be an object of token id -> bias.")
+        logit_bias = {}
+        for key, value in bias.items():
+            try:
+                token = int(key)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"logit_bias key '{key}' is not a token id.") from exc
+            logit_bias[token] = float(_number({"bias": value}, "bias", 0, -100, 100))
+    seed = data.get("seed")
+    if seed is not None:
+        seed = _number(data, "seed", None, -(2**63), 2**64 - 1, integer=True) % (2**63)
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=float(_number(data, "temperature", 0.7, 0, 2)),
+        top_p=float(_number(data, "top_p", 1.0, 0, 1)),
+        seed=seed,
+        stop=[s for s in stops if s],
+        presence_penalty=_number(data, "presence_penalty", None, -2, 2),
+        frequency_penalty=_number(data, "frequency_penalty", None, -2, 2),
+        logit_bias=logit_bias or None,
+    )
+
+
+def _stream_options(data: dict, stream: bool) -> bool:
+    options = data.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InvalidRequest("Field 'stream_options' must be an object.")
+    if not stream:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.")
+    return _bool(options, "include_usage", False)
+
+
+def _content(message: dict, index: int) -> str:
+    content = message.get("content")
+    if content is None:
+        if message.get("role") == "assistant":
+            return ""
+        raise InvalidRequest(f"messages[{index}] has no 'content'.")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidRequest(
+                    f"messages[{index}].content parts must be {{'type': 'text', 'text': '...'}}; "
+                    "this model takes text only."
+                )
+            parts.append(part["text"])
+        return "".join(parts)
+    raise InvalidRequest(f"messages[{index}].content must be a string or a list of text parts.")
+
+
+def chat_request(data: dict) -> ChatRequest:
+    model = _model(data)
+    messages = data.get("messages")
+    if messages is None:
+        raise InvalidRequest("Missing field 'messages': a list of {role, content} objects.")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("Field 'messages' must be a non-empty list.")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object with 'role' and 'content'.")
+        role = message.get("role")
+        if role not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role '{role}' is unknown; use one of {', '.join(ROLES)}.")
+        clean.append({"role": "system" if role == "developer" else role, "content": _content(message, i)})
+    stream = _bool(data, "stream", False)
+    return ChatRequest(model, clean, stream, _stream_options(data, stream), _params(data))
+
+
+def completion_request(data: dict) -> CompletionRequest:
+    model = _model(data)
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if prompt is None:
+        raise InvalidRequest("Missing field 'prompt'.")
+    if not isinstance(prompt, str):
+        raise InvalidRequest("Field 'prompt' must be a string (or a list with one string).")
+    if not prompt:
+        raise InvalidRequest("Field 'prompt' is empty.")
+    stream = _bool(data, "stream", False)
+    return CompletionRequest(model, prompt, stream, _stream_options(data, stream), _params(data),
+                             echo=_bool(data, "echo", False))

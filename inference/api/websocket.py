@@ -1,0 +1,74 @@
+"""WS /v1/chat/stream: send a chat-completions body, receive {"token"} messages, then
+{"done": true, "stats": {...}}. Several requests may follow on one socket, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from inference import serving
+from inference.api import schemas
+from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
+from inference.http import record_error
+
+log = logging.getLogger("lmx.ws")
+
+
+class ChatStreamConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self._task: asyncio.Task | None = None
+        await self.accept()
+
+    async def disconnect(self, code):
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self._task is not None and not self._task.done():
+            await self._fail(InvalidRequest("A request is already streaming on this socket; "
+                                            "wait for its 'done' message."))
+            return
+        self._task = asyncio.get_running_loop().create_task(self._serve(text_data, bytes_data))
+
+    async def _serve(self, text_data, bytes_data) -> None:
+        model = ""
+        try:
+            try:
+                data = json.loads(text_data if text_data is not None else bytes_data)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"The message is not valid JSON: {exc}.") from exc
+            if not isinstance(data, dict):
+                raise InvalidRequest("The message must be a JSON object (a chat-completions body).")
+            req = schemas.chat_request(data)
+            model = req.model
+            slot, loaded = await serving.start_generation(req)
+            model = loaded.spec.id
+            try:
+                async for event in slot.events():
+                    if event[0] == "text":
+                        await self.send(text_data=json.dumps({"token": event[1]}))
+                    elif event[0] == "error":
+                        raise event[1]
+                    elif event[0] == "done":
+                        _, finish, stats = event
+                        serving.log_completion(model, stats)
+                        await self.send(text_data=json.dumps({
+                            "done": True, "finish_reason": finish, "model": model,
+                            "stats": stats.as_dict(), "usage": serving.usage(stats)}))
+            finally:
+                slot.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - errors go to the client, the socket stays
+            err = to_lmx_error(exc)
+            if err.kind is INTERNAL:
+                log.exception("WebSocket request failed")
+            await self._fail(err, model=model)
+
+    async def _fail(self, err: LMXError, model: str = "") -> None:
+        await record_error(err, endpoint="WS /v1/chat/stream", model=model)
+        await self.send(text_data=json.dumps(error_body(err) | {"done": True}))

@@ -1,0 +1,139 @@
+"""Serving logic shared by the HTTP and WebSocket inference endpoints.
+
+`start_generation` validates the request against the loaded model, builds the prompt with the
+model's chat template, and puts it into the engine's batch. The caller reads the slot's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from inference import conf, resolve, services, store
+from inference.api.schemas import ChatRequest, CompletionRequest, SamplingParams
+from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
+from inference.generation import GenerationRequest, Slot, Stats
+from inference.runtime import get_engine
+
+log = logging.getLogger("lmx.serving")
+DEFAULT_MAX_TOKENS = 4096
+
+
+def _matches(name: str, loaded) -> bool:
+    wanted = name.strip().lower()
+    spec = loaded.spec
+    aliases = {spec.id.lower(), spec.path.lower(), spec.path.rstrip("/").rsplit("/", 1)[-1].lower()}
+    if spec.format == "gguf":
+        aliases.add(spec.id.lower().removesuffix(".gguf"))
+    return wanted in aliases
+
+
+async def ensure_model(name: str):
+    """The loaded model if `name` names it; load it first under LMX_JIT_LOAD; else the SPEC error."""
+    engine = get_engine()
+    loaded = engine.loaded
+    if loaded is not None and _matches(name, loaded):
+        return loaded
+    specs = await asyncio.to_thread(store.scan)
+    spec = resolve.find(name, specs)
+    if spec is None and not name.lower().endswith(".gguf"):
+        spec = resolve.find(f"{name}.gguf", specs)
+    if spec is None:
+        raise ModelNotFound(
+            f"Model '{name}' is not available. "
+            + (f"The loaded model is '{loaded.spec.id}'. " if loaded else "")
+            + "See GET /v1/models."
+        )
+    if conf.get("LMX_JIT_LOAD"):
+        await services.model_load(ref=spec.id)
+        if engine.loaded is not None:
+            return engine.loaded
+    if engine.oom_unloaded:
+        raise OomUnloaded()
+    if loaded is None:
+        raise NoModelLoaded(f"Model '{spec.id}' is not loaded. Load it with POST /admin/models/load.")
+    raise NoModelLoaded(
+        f"Model '{spec.id}' is on disk but '{loaded.spec.id}' is loaded. Load it with "
+        "POST /admin/models/load, or enable LMX_JIT_LOAD."
+    )
+
+
+def _tokenize_chat(tokenizer, messages: list[dict]) -> list[int]:
+    if getattr(tokenizer, "chat_template", None) is None and not getattr(tokenizer, "has_chat_template", False):
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return tokenizer.encode(text)
+    try:
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    except Exception as exc:  # templates raise on e.g. role orders they forbid
+        raise InvalidRequest(f"The model's chat template rejected these messages: {exc}") from exc
+
+
+def _request(tokens: list[int], params: SamplingParams, context: int) -> GenerationRequest:
+    room = context - len(tokens)
+    if room <= 0:
+        raise InvalidRequest(
+            f"The prompt is {len(tokens)} tokens, {len(tokens) - context + 1} over the model's context "
+            f"length of {context} (one token must stay free for the answer). Shorten it."
+        )
+    if params.max_tokens is not None and params.max_tokens > context:
+        raise InvalidRequest(
+            f"max_tokens={params.max_tokens} exceeds the model's context length of {context}."
+        )
+    max_tokens = min(params.max_tokens or DEFAULT_MAX_TOKENS, room)
+    return GenerationRequest(
+        prompt_tokens=tokens,
+        max_tokens=max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=params.seed,
+        stop=params.stop,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        logit_bias=params.logit_bias,
+        timeout_s=conf.get("LMX_REQUEST_TIMEOUT_S"),
+    )
+
+
+async def start_generation(req: ChatRequest | CompletionRequest):
+    """(slot, loaded model) for a validated request; the slot is already in the batch."""
+    loaded = await ensure_model(req.model)
+    tokenizer = loaded.tokenizer
+    if isinstance(req, ChatRequest):
+        tokens = await asyncio.to_thread(_tokenize_chat, tokenizer, req.messages)
+    else:
+        tokens = await asyncio.to_thread(tokenizer.encode, req.prompt)
+    if req.params.logit_bias:
+        vocab = loaded.config.get("vocab_size") or len(tokenizer.get_vocab())
+        bad = [t for t in req.params.logit_bias if not 0 <= t < vocab]
+        if bad:
+            raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
+    generation = _request(tokens, req.params, loaded.context_length)
+    slot = Slot(generation, detokenizer=tokenizer.detokenizer, eos_token_ids=tokenizer.eos_token_ids)
+    engine = get_engine()
+    slot.wake_engine = engine.wake
+    engine.submit(slot)
+    return slot, loaded
+
+
+def log_completion(model_id: str, stats: Stats) -> None:
+    speed = stats.tokens_per_second or 0.0
+    log.info("Completion request model=%s tokens=%d speed=%.1ftok/s", model_id, stats.completion_tokens, speed)
+
+
+def usage(stats: Stats) -> dict:
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+    }
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
