@@ -65,6 +65,7 @@ def resolve_local(ref: str, specs: list[ModelSpec]) -> ModelSpec | None:
         raise InvalidRequest("The model name contains a NUL byte.")
     found = find(ref, specs)
     if found is not None:
+        inside_roots(Path(found.path))  # a symlink in the store may point anywhere
         return found
     decoded = _decode(ref)
     if "\x00" in decoded:

@@ -177,6 +177,12 @@ def describe_gguf(path: Path, model_id: str) -> ModelSpec:
 # --- scanning ------------------------------------------------------------------------------
 def _scan_root(root: Path) -> list[ModelSpec]:
     found: list[ModelSpec] = []
+    roots = conf.model_roots()
+
+    def allowed(entry: Path) -> bool:
+        # symlinks leading out of every model root are not part of the store
+        real = entry.resolve()
+        return any(real == r or real.is_relative_to(r) for r in roots)
 
     def walk(folder: Path, depth: int):
         try:
@@ -185,6 +191,8 @@ def _scan_root(root: Path) -> list[ModelSpec]:
             return
         for entry in entries:
             if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not allowed(entry):
                 continue
             rel = entry.relative_to(root).as_posix()
             if entry.is_file() and entry.suffix.lower() == ".gguf":

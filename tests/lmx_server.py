@@ -1,0 +1,92 @@
+"""A real LMX server (Daphne, `manage.py lmx_serve`) in a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LMXServer:
+    def __init__(self, workdir: Path, models_dir: Path, *, env: dict | None = None, default_model: str = ""):
+        self.workdir = workdir
+        self.models_dir = models_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_path = workdir / "lmx.sqlite3"
+        self.stdout_path = workdir / "stdout.log"
+        self.stderr_path = workdir / "stderr.log"
+        self.env = {
+            **os.environ,
+            "LMX_DATA_DIR": str(workdir),
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "LMX_MODELS_DIR": str(models_dir),
+            "LMX_HF_CACHE": str(workdir / "hf-cache"),
+            "LMX_DEFAULT_MODEL": default_model,
+            "LMX_ADMIN_TOKEN": "",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, check=True)
+
+    def start(self, *, wait_ready: bool = False, timeout: float = 120) -> LMXServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.manage("migrate", "-v0")
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "lmx_serve", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self.stdout_path.open("w"), stderr=self.stderr_path.open("w"),
+        )
+        self.wait("/healthz", timeout)
+        if wait_ready:
+            self.wait("/readyz", timeout)
+        return self
+
+    def wait(self, path: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"LMX exited ({self.proc.returncode}):\n{self.stderr()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{path} not 200 after {timeout}s:\n{self.stdout()}\n{self.stderr()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text() if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path.exists() else ""
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 120), **kw)
