@@ -99,6 +99,11 @@ def architecture_of(metadata: dict) -> str:
 
 def build_config(metadata: dict, weights: dict[str, mx.array]) -> dict:
     arch = architecture_of(metadata)
+    if "general.architecture" not in metadata or not weights:
+        raise ModelLoadError(
+            "The GGUF file has no architecture metadata or no tensors; it is corrupt or incomplete. "
+            "Download it again."
+        )
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelLoadError(
             f"GGUF architecture '{arch}' is not supported by LMX's GGUF layer "

@@ -1,0 +1,120 @@
+"""The engine thread with the real default model, in process: load rules, memory, formats."""
+
+import asyncio
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from inference.engine import Engine
+from inference.generation import GenerationRequest, Slot
+from inference.store import describe_gguf, describe_mlx_folder
+from tests.conftest import GGUF_ID, MLX_ID
+
+
+@pytest.fixture
+def engine():
+    events = []
+    eng = Engine(max_concurrent=4, max_queue=4, prompt_cache_size=4, prompt_cache_bytes=1 << 30,
+                 listeners=[events.append]).start()
+    eng.events = events
+    yield eng
+    eng.stop_and_join()
+
+
+def _greedy_tokens(engine: Engine, prompt: str, n: int) -> list[int]:
+    tokenizer = engine.loaded.tokenizer
+    tokens: list[int] = []
+
+    async def run():
+        slot = Slot(GenerationRequest(tokenizer.encode(prompt), n, temperature=0),
+                    detokenizer=tokenizer.detokenizer, eos_token_ids=tokenizer.eos_token_ids)
+        original = slot.add_token
+
+        def spy(token, finish_reason):
+            tokens.append(token)
+            return original(token, finish_reason)
+
+        slot.add_token = spy
+        engine.submit(slot)
+        async for _event in slot.events():
+            pass
+
+    asyncio.run(run())
+    return tokens
+
+
+def test_gguf_and_converted_mlx_folder_give_the_same_greedy_tokens(engine, model_store):
+    gguf = describe_gguf(model_store / GGUF_ID, GGUF_ID)
+    mlx_folder = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
+    engine.load(gguf).result()
+    from_gguf = _greedy_tokens(engine, "The capital of France is", 6)
+    engine.load(mlx_folder).result()
+    from_mlx = _greedy_tokens(engine, "The capital of France is", 6)
+    assert len(from_gguf) == 6
+    assert from_gguf == from_mlx
+    assert "Paris" in engine.loaded.tokenizer.decode(from_mlx)
+
+
+def test_concurrent_loads_of_one_model_load_it_once(engine, model_store):
+    spec = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
+    futures = [engine.load(spec) for _ in range(5)]
+    results = [f.result() for f in futures]
+    loads = [e for e in engine.events if e["type"] == "model_event" and e["action"] == "loaded"]
+    assert len(loads) == 1
+    assert all(r.model == MLX_ID and not r.already_loaded for r in results)  # one shared load
+    again = engine.load(spec).result()
+    assert again.already_loaded
+
+
+def test_loads_of_different_models_are_serialised(engine, model_store):
+    a = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
+    b = describe_gguf(model_store / GGUF_ID, GGUF_ID)
+    fa, fb = engine.load(a), engine.load(b)
+    assert fa.result().model == MLX_ID and fb.result().model == GGUF_ID
+    actions = [(e["action"], e["model"]) for e in engine.events if e["type"] == "model_event"]
+    assert actions == [("loaded", MLX_ID), ("unloaded", MLX_ID), ("loaded", GGUF_ID)]
+    assert engine.loaded.spec.id == GGUF_ID
+
+
+def test_unload_returns_active_memory_to_its_level_before_the_load(engine, model_store):
+    def baseline():
+        mx.eval(mx.random.state)  # MLX's global 8-byte random key lives for the process
+        return mx.get_active_memory()
+
+    before = engine.run_on_engine(baseline).result()
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    _greedy_tokens(engine, "Hello", 3)  # the KV cache and prompt cache are freed too
+    loaded = engine.run_on_engine(mx.get_active_memory).result()
+    assert loaded - before > 50e6
+    result = engine.unload().result()
+    after = engine.run_on_engine(mx.get_active_memory).result()
+    assert after == before
+    assert result.freed_vram_gb > 0.05
+    assert engine.loaded is None
+
+
+def test_a_failed_load_leaves_the_engine_serving(engine, model_store, tmp_path):
+    from inference.errors import ModelLoadError
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="corrupt or incomplete"):
+        engine.load(describe_gguf(bad, "bad.gguf")).result()
+    assert engine.loaded is None
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    assert engine.loaded.spec.id == MLX_ID
+
+
+def test_unsupported_gguf_architecture_is_named(tmp_path):
+    from inference import gguf
+    from inference.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="architecture 'mamba' is not supported"):
+        gguf.build_config({"general.architecture": "mamba"}, {"x": mx.zeros(1)})
+
+
+def test_mlx_folder_path_is_real(model_store):
+    spec = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
+    assert Path(spec.path).is_dir() and spec.parameter_count == describe_gguf(
+        model_store / GGUF_ID, GGUF_ID).parameter_count
