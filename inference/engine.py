@@ -80,8 +80,15 @@ class _Command:
 
 
 class Engine:
-    def __init__(self, *, max_concurrent: int, max_queue: int, prompt_cache_size: int,
-                 prompt_cache_bytes: int, listeners=None):
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        max_queue: int,
+        prompt_cache_size: int,
+        prompt_cache_bytes: int,
+        listeners=None,
+    ):
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.prompt_cache_size = prompt_cache_size
@@ -253,34 +260,62 @@ class Engine:
             )
             self.oom_unloaded = False
             self._batch, self._prompt_cache = loading.make_batch(
-                model, max_concurrent=self.max_concurrent,
-                cache_size=self.prompt_cache_size, cache_bytes=self.prompt_cache_bytes)
+                model,
+                max_concurrent=self.max_concurrent,
+                cache_size=self.prompt_cache_size,
+                cache_bytes=self.prompt_cache_bytes,
+            )
         except BaseException:
             self._drop_model()
             raise
         finally:
             self.loading = None
         log.info("Model loaded: %s (%.1f GB, %.1fs)", spec.id, vram / 1e9, elapsed_ms / 1000)
-        self._notify({"type": "model_event", "action": "loaded", "model": spec.id,
-                      "vram_gb": self.loaded.vram_gb, "load_time_ms": elapsed_ms})
-        return LoadResult(spec.id, elapsed_ms, self.loaded.vram_gb,
-                          unloaded=None if replaced is None else {"model": replaced.model,
-                                                                  "freed_vram_gb": replaced.freed_vram_gb})
+        self._notify(
+            {
+                "type": "model_event",
+                "action": "loaded",
+                "model": spec.id,
+                "vram_gb": self.loaded.vram_gb,
+                "load_time_ms": elapsed_ms,
+            }
+        )
+        return LoadResult(
+            spec.id,
+            elapsed_ms,
+            self.loaded.vram_gb,
+            unloaded=None
+            if replaced is None
+            else {"model": replaced.model, "freed_vram_gb": replaced.freed_vram_gb},
+        )
 
     def _do_unload(self, reason: str) -> UnloadResult:
         if self.loaded is None:
             return UnloadResult(None, 0.0)
         model_id = self.loaded.spec.id
-        error = OomUnloaded() if reason == "oom" else NoModelLoaded(
-            f"The model {model_id} was unloaded while this request ran. Load a model and retry.")
+        error = (
+            OomUnloaded()
+            if reason == "oom"
+            else NoModelLoaded(
+                f"The model {model_id} was unloaded while this request ran. Load a model and retry."
+            )
+        )
         self._fail_all(error)
         before = mx.get_active_memory()
         self._drop_model()
         freed = max(0, before - mx.get_active_memory())
         self.oom_unloaded = reason == "oom"
         log.info("Model unloaded, freed %.1f GB", freed / 1e9)
-        self._notify({"type": "model_event", "action": "unloaded", "model": model_id,
-                      "vram_gb": round(freed / 1e9, 3), "load_time_ms": None, "reason": reason})
+        self._notify(
+            {
+                "type": "model_event",
+                "action": "unloaded",
+                "model": model_id,
+                "vram_gb": round(freed / 1e9, 3),
+                "load_time_ms": None,
+                "reason": reason,
+            }
+        )
         return UnloadResult(model_id, round(freed / 1e9, 3))
 
     def _drop_model(self) -> None:
@@ -327,9 +362,12 @@ class Engine:
                 slot.close()
             elif slot.deadline is not None and now > slot.deadline:
                 removed.append(uid)
-                slot.fail(LmxTimeout(
-                    f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
-                    "Reduce context length or max_tokens, or switch to a smaller model."))
+                slot.fail(
+                    LmxTimeout(
+                        f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
+                        "Reduce context length or max_tokens, or switch to a smaller model."
+                    )
+                )
         for slot in list(self._waiting):
             if slot.cancelled or (slot.deadline is not None and now > slot.deadline):
                 self._waiting.remove(slot)

@@ -67,8 +67,12 @@ class NoModelLoaded(LMXError):
 class OomUnloaded(LMXError):
     kind = OOM_UNLOADED
 
-    def __init__(self, message: str = "The model was unloaded to prevent running out of memory. "
-                 "Free memory and reload a model (possibly smaller).", **kw):
+    def __init__(
+        self,
+        message: str = "The model was unloaded to prevent running out of memory. "
+        "Free memory and reload a model (possibly smaller).",
+        **kw,
+    ):
         kw.setdefault("retry_after", 30)
         super().__init__(message, **kw)
 

@@ -66,7 +66,7 @@ class StopFilter:
                     keep = max(keep, n)
                     break
         out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(out):]
+        self.pending = self.pending[len(out) :]
         return out, False
 
     def flush(self) -> str:
@@ -78,8 +78,14 @@ class Slot:
     """A request's place in the batch. Events: ("start", dict), ("text", str),
     ("done", finish_reason, Stats), ("error", LMXError)."""
 
-    def __init__(self, request: GenerationRequest, *, detokenizer, eos_token_ids,
-                 loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(
+        self,
+        request: GenerationRequest,
+        *,
+        detokenizer,
+        eos_token_ids,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ):
         self.request = request
         self.detokenizer = detokenizer
         self.eos_token_ids = set(eos_token_ids)
@@ -111,8 +117,9 @@ class Slot:
 
     def started(self, cached_tokens: int) -> None:
         self.cached_tokens = cached_tokens
-        self._push(("start", {"cached_tokens": cached_tokens,
-                              "prompt_tokens": len(self.request.prompt_tokens)}))
+        self._push(
+            ("start", {"cached_tokens": cached_tokens, "prompt_tokens": len(self.request.prompt_tokens)})
+        )
 
     def prompt_progress(self, done: int, total: int) -> None:
         pass  # prompt progress is not reported to clients yet
@@ -161,7 +168,8 @@ class Slot:
             time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
             prompt_tokens_per_second=(prompt_computed / ttft) if ttft else None,
             tokens_per_second=((self.generated - 1) / decode_time)
-            if decode_time and self.generated > 1 else None,
+            if decode_time and self.generated > 1
+            else None,
             total_ms=(now - self.created) * 1000,
         )
 

@@ -196,9 +196,24 @@ def convert_weights(
 
 def quantization_label(metadata: dict) -> str:
     file_type = _scalar(metadata, "general.file_type")
-    names = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
-             10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
-             16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K"}
+    names = {
+        0: "F32",
+        1: "F16",
+        2: "Q4_0",
+        3: "Q4_1",
+        7: "Q8_0",
+        8: "Q5_0",
+        9: "Q5_1",
+        10: "Q2_K",
+        11: "Q3_K_S",
+        12: "Q3_K_M",
+        13: "Q3_K_L",
+        14: "Q4_K_S",
+        15: "Q4_K_M",
+        16: "Q5_K_S",
+        17: "Q5_K_M",
+        18: "Q6_K",
+    }
     return names.get(file_type, f"type-{file_type}") if file_type is not None else ""
 
 
@@ -235,8 +250,9 @@ def write_tokenizer(metadata: dict, out_dir: Path) -> None:
         tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     # CONTROL (3) and USER_DEFINED (4) tokens are matched whole, never split by BPE.
-    specials = [AddedToken(tokens[i], special=t == 3, normalized=False)
-                for i, t in enumerate(types) if t in (3, 4)]
+    specials = [
+        AddedToken(tokens[i], special=t == 3, normalized=False) for i, t in enumerate(types) if t in (3, 4)
+    ]
     tok.add_tokens(specials)
 
     def token_at(key: str):

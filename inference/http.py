@@ -57,10 +57,14 @@ async def record_error(err: LMXError, *, endpoint: str, model: str = "") -> None
 
     try:
         await database_sync_to_async(error_event_record)(
-            code=err.code, severity=err.kind.severity, message=scrub(err.message),
-            model=model or "", endpoint=endpoint, http_status=err.status,
+            code=err.code,
+            severity=err.kind.severity,
+            message=scrub(err.message),
+            model=model or "",
+            endpoint=endpoint,
+            http_status=err.status,
         )
-    except Exception:  # noqa: BLE001 - the answer to the client must not depend on the DB
+    except Exception:
         log.exception("Could not record error event %s", err.code)
 
 
@@ -94,20 +98,23 @@ class JsonConsumer(AsyncHttpConsumer):
         try:
             if self._too_large:
                 raise LMXError(
-                    f"The request body exceeds {conf.get('LMX_MAX_BODY_BYTES')} bytes "
-                    "(LMX_MAX_BODY_BYTES).", kind=PAYLOAD_TOO_LARGE)
+                    f"The request body exceeds {conf.get('LMX_MAX_BODY_BYTES')} bytes (LMX_MAX_BODY_BYTES).",
+                    kind=PAYLOAD_TOO_LARGE,
+                )
             if self.admin and not admin_token_ok(self.scope):
-                raise LMXError("This endpoint needs 'Authorization: Bearer <LMX_ADMIN_TOKEN>'.",
-                               kind=UNAUTHORIZED)
+                raise LMXError(
+                    "This endpoint needs 'Authorization: Bearer <LMX_ADMIN_TOKEN>'.", kind=UNAUTHORIZED
+                )
             method = self.scope["method"]
             if method not in self.methods:
                 raise InvalidRequest(
                     f"{method} is not allowed on {self.scope['path']}; use {', '.join(self.methods)}.",
-                    kind=METHOD_NOT_ALLOWED)
+                    kind=METHOD_NOT_ALLOWED,
+                )
             await getattr(self, method.lower())(body)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a SPEC error
+        except Exception as exc:
             err = to_lmx_error(exc)
             if err.kind is INTERNAL:
                 log.exception("Unexpected failure on %s", self.endpoint)

@@ -56,8 +56,11 @@ def model_state(spec: ModelSpec) -> dict:
     engine = get_engine()
     loaded = engine.loaded
     is_loaded = loaded is not None and loaded.spec.path == spec.path
-    state = "loading" if engine.loading == spec.id else ("idle" if not is_loaded else (
-        "inferring" if engine.active_requests else "loaded"))
+    state = (
+        "loading"
+        if engine.loading == spec.id
+        else ("idle" if not is_loaded else ("inferring" if engine.active_requests else "loaded"))
+    )
     return {
         **spec.as_dict(),
         "loaded": is_loaded,
@@ -80,7 +83,9 @@ async def models_list() -> dict:
         item = model_state(spec)
         record = records.get(spec.id)
         item["load_count"] = record.load_count if record else 0
-        item["last_loaded_at"] = record.last_loaded_at.isoformat() if record and record.last_loaded_at else None
+        item["last_loaded_at"] = (
+            record.last_loaded_at.isoformat() if record and record.last_loaded_at else None
+        )
         item["last_load_time_ms"] = record.last_load_time_ms if record else None
         out.append(item)
     loaded = engine.loaded
@@ -128,7 +133,9 @@ async def model_load(*, ref: str) -> dict:
     engine = get_engine()
     result = await asyncio.wrap_future(engine.load(spec))
     if not result.already_loaded:
-        await database_sync_to_async(inventory_record_load)(spec=spec.as_dict(), load_time_ms=result.load_time_ms)
+        await database_sync_to_async(inventory_record_load)(
+            spec=spec.as_dict(), load_time_ms=result.load_time_ms
+        )
     return {
         "success": True,
         "model": result.model,

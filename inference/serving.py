@@ -61,7 +61,9 @@ async def ensure_model(name: str):
 
 
 def _tokenize_chat(tokenizer, messages: list[dict]) -> list[int]:
-    if getattr(tokenizer, "chat_template", None) is None and not getattr(tokenizer, "has_chat_template", False):
+    if getattr(tokenizer, "chat_template", None) is None and not getattr(
+        tokenizer, "has_chat_template", False
+    ):
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return tokenizer.encode(text)
     try:
@@ -119,7 +121,9 @@ async def start_generation(req: ChatRequest | CompletionRequest):
 
 def log_completion(model_id: str, stats: Stats) -> None:
     speed = stats.tokens_per_second or 0.0
-    log.info("Completion request model=%s tokens=%d speed=%.1ftok/s", model_id, stats.completion_tokens, speed)
+    log.info(
+        "Completion request model=%s tokens=%d speed=%.1ftok/s", model_id, stats.completion_tokens, speed
+    )
 
 
 def usage(stats: Stats) -> dict:

@@ -12,8 +12,21 @@ from pathlib import Path
 
 from inference import conf
 
-_SAFETENSORS_BITS = {"F32": 32, "F16": 16, "BF16": 16, "U32": 32, "I32": 32, "U8": 8, "I8": 8,
-                     "F64": 64, "I64": 64, "U16": 16, "I16": 16, "BOOL": 8, "F8_E4M3": 8}
+_SAFETENSORS_BITS = {
+    "F32": 32,
+    "F16": 16,
+    "BF16": 16,
+    "U32": 32,
+    "I32": 32,
+    "U8": 8,
+    "I8": 8,
+    "F64": 64,
+    "I64": 64,
+    "U16": 16,
+    "I16": 16,
+    "BOOL": 8,
+    "F8_E4M3": 8,
+}
 _MAX_DEPTH = 3
 
 
@@ -97,12 +110,35 @@ def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> Mod
 
 
 # --- GGUF headers --------------------------------------------------------------------------
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 # ggml type -> (block elements, block bytes), for bits per weight
-_GGML_TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 34),
-               8: (32, 34), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
-               14: (256, 210), 30: (1, 2)}
+_GGML_TYPES = {
+    0: (1, 4),
+    1: (1, 2),
+    2: (32, 18),
+    3: (32, 20),
+    6: (32, 22),
+    7: (32, 34),
+    8: (32, 34),
+    10: (256, 84),
+    11: (256, 110),
+    12: (256, 144),
+    13: (256, 176),
+    14: (256, 210),
+    30: (1, 2),
+}
 
 
 def _gguf_value(fh, vtype: int):
@@ -214,7 +250,7 @@ def _scan_hf_cache(cache: Path) -> list[ModelSpec]:
     if not cache.is_dir():
         return found
     for repo_dir in sorted(cache.glob("models--*")):
-        repo_id = repo_dir.name[len("models--"):].replace("--", "/")
+        repo_id = repo_dir.name[len("models--") :].replace("--", "/")
         ref = repo_dir / "refs" / "main"
         snapshots = repo_dir / "snapshots"
         snapshot = None
@@ -237,7 +273,9 @@ def scan() -> list[ModelSpec]:
     specs: list[ModelSpec] = []
     seen: set[str] = set()
     roots = [conf.models_dir(), *conf.get("LMX_EXTRA_MODEL_DIRS")]
-    for spec in [s for r in roots for s in _scan_root(Path(r).expanduser())] + _scan_hf_cache(conf.hf_cache_dir()):
+    for spec in [s for r in roots for s in _scan_root(Path(r).expanduser())] + _scan_hf_cache(
+        conf.hf_cache_dir()
+    ):
         if spec.id.lower() not in seen:
             seen.add(spec.id.lower())
             specs.append(spec)

@@ -40,6 +40,11 @@ class AllowedHostsMiddleware:
             await send({"type": "websocket.close", "code": 4003})
             return
         body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -10,4 +10,3 @@ class LevelPrefixFormatter(logging.Formatter):
         if record.exc_info and record.levelno >= logging.ERROR:
             text += "\n" + self.formatException(record.exc_info)
         return text
-

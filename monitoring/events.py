@@ -33,7 +33,7 @@ def publish(payload: dict) -> None:
     message = {"type": "lmx.event", "event": dict(payload, ts=round(time.time(), 3))}
     try:
         async_to_sync(layer.group_send)(GROUP, message)
-    except Exception:  # noqa: BLE001 - a full or broken layer must not fail the caller
+    except Exception:
         log.debug("event dropped", exc_info=True)
 
 
@@ -43,5 +43,5 @@ async def apublish(payload: dict) -> None:
         return
     try:
         await layer.group_send(GROUP, {"type": "lmx.event", "event": dict(payload, ts=round(time.time(), 3))})
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.debug("event dropped", exc_info=True)

@@ -9,12 +9,21 @@ from monitoring.models import ErrorEvent, ModelRecord
 
 
 def error_event_record(
-    *, code: str, severity: str, message: str, model: str = "", endpoint: str = "",
+    *,
+    code: str,
+    severity: str,
+    message: str,
+    model: str = "",
+    endpoint: str = "",
     http_status: int | None = None,
 ) -> ErrorEvent:
     event = ErrorEvent.objects.create(
-        code=code, severity=severity, message=message[:4000], model=model[:300],
-        endpoint=endpoint[:200], http_status=http_status,
+        code=code,
+        severity=severity,
+        message=message[:4000],
+        model=model[:300],
+        endpoint=endpoint[:200],
+        http_status=http_status,
     )
     from monitoring import events
 
@@ -50,8 +59,12 @@ def inventory_record_load(*, spec: dict, load_time_ms: int) -> ModelRecord:
     ModelRecord.objects.filter(loaded=True).exclude(model_id=spec["id"]).update(loaded=False)
     record, _ = ModelRecord.objects.get_or_create(
         model_id=spec["id"],
-        defaults={"path": spec["path"], "format": spec["format"], "source": spec["source"],
-                  "size_bytes": spec["size_bytes"]},
+        defaults={
+            "path": spec["path"],
+            "format": spec["format"],
+            "source": spec["source"],
+            "size_bytes": spec["size_bytes"],
+        },
     )
     record.loaded = True
     record.present = True

@@ -20,8 +20,13 @@ def model_store(tmp_path_factory) -> Path:
     """A model store holding the real default model in both formats, installed by our command."""
     models = tmp_path_factory.mktemp("models")
     env = {**os.environ, "LMX_MODELS_DIR": str(models)}
-    subprocess.run([sys.executable, "manage.py", "lmx_install_default"], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "lmx_install_default"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return models
 
 
@@ -39,10 +44,16 @@ def make_server(model_store, tmp_path):
     """Servers with their own settings, stopped at the end of the test."""
     started = []
 
-    def make(*, env: dict | None = None, default_model: str = "", models_dir: Path | None = None,
-             wait_ready: bool = False) -> LMXServer:
-        srv = LMXServer(tmp_path / f"srv{len(started)}", models_dir or model_store, env=env,
-                        default_model=default_model)
+    def make(
+        *,
+        env: dict | None = None,
+        default_model: str = "",
+        models_dir: Path | None = None,
+        wait_ready: bool = False,
+    ) -> LMXServer:
+        srv = LMXServer(
+            tmp_path / f"srv{len(started)}", models_dir or model_store, env=env, default_model=default_model
+        )
         started.append(srv)
         return srv.start(wait_ready=wait_ready)
 
@@ -62,8 +73,14 @@ def server_db(django_db_blocker):
         alias = f"lmx_{srv.port}"
         if alias not in connections.settings:
             connections.settings[alias] = connections.configure_settings(
-                {"default": connections.settings["default"], alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": str(srv.db_path),
-                         "OPTIONS": {"timeout": 20}}}
+                {
+                    "default": connections.settings["default"],
+                    alias: {
+                        "ENGINE": "django.db.backends.sqlite3",
+                        "NAME": str(srv.db_path),
+                        "OPTIONS": {"timeout": 20},
+                    },
+                }
             )[alias]
             aliases.append(alias)
         return alias

@@ -15,13 +15,20 @@ class FakeHub:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):
                 hub.requests.append(self.path)
                 path = self.path.split("?")[0]
                 for repo, siblings in hub.repos.items():
                     if path.startswith(f"/api/models/{repo}"):
-                        body = json.dumps({"id": repo, "modelId": repo, "sha": "0" * 40,
-                                           "siblings": siblings, "private": False}).encode()
+                        body = json.dumps(
+                            {
+                                "id": repo,
+                                "modelId": repo,
+                                "sha": "0" * 40,
+                                "siblings": siblings,
+                                "private": False,
+                            }
+                        ).encode()
                         self.send_response(200)
                         self.send_header("content-type", "application/json")
                         self.send_header("content-length", str(len(body)))

@@ -45,15 +45,24 @@ class LMXServer:
         self.proc: subprocess.Popen | None = None
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, check=True)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
 
     def start(self, *, wait_ready: bool = False, timeout: float = 120) -> LMXServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.manage("migrate", "-v0")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "lmx_serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=self.stdout_path.open("w"), stderr=self.stderr_path.open("w"),
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.stdout_path.open("w"),
+            stderr=self.stderr_path.open("w"),
         )
         self.wait("/healthz", timeout)
         if wait_ready:

@@ -23,8 +23,14 @@ class ModelsListConsumer(JsonConsumer):
         specs = await asyncio.to_thread(store.scan)
         loaded = get_engine().loaded
         data = [
-            {"id": s.id, "object": "model", "created": 0, "owned_by": "lmx",
-             "loaded": loaded is not None and loaded.spec.path == s.path, "format": s.format}
+            {
+                "id": s.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "lmx",
+                "loaded": loaded is not None and loaded.spec.path == s.path,
+                "format": s.format,
+            }
             for s in specs
         ]
         await self.send_json({"object": "list", "data": data})
@@ -40,8 +46,9 @@ class GenerationConsumer(JsonConsumer):
     def parse(self, data: dict):
         raise NotImplementedError
 
-    def chunk(self, rid: str, model: str, created: int, text: str | None, finish: str | None,
-              first: bool) -> dict | None:
+    def chunk(
+        self, rid: str, model: str, created: int, text: str | None, finish: str | None, first: bool
+    ) -> dict | None:
         raise NotImplementedError
 
     def full(self, rid: str, model: str, created: int, text: str, finish: str, stats) -> dict:
@@ -73,8 +80,9 @@ class GenerationConsumer(JsonConsumer):
                 text = "".join(parts)
                 if getattr(req, "echo", False):
                     text = req.prompt + text
-                await self.send_json(self.full(serving.new_id(self.id_prefix), model, serving.now(),
-                                               text, finish, stats))
+                await self.send_json(
+                    self.full(serving.new_id(self.id_prefix), model, serving.now(), text, finish, stats)
+                )
 
     async def _stream(self, req, slot, model: str) -> None:
         rid, created = serving.new_id(self.id_prefix), serving.now()
@@ -99,8 +107,16 @@ class GenerationConsumer(JsonConsumer):
                 serving.log_completion(model, stats)
                 await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
                 if req.include_usage:
-                    await self._send_event({"id": rid, "object": self.object_name, "created": created,
-                                            "model": model, "choices": [], "usage": serving.usage(stats)})
+                    await self._send_event(
+                        {
+                            "id": rid,
+                            "object": self.object_name,
+                            "created": created,
+                            "model": model,
+                            "choices": [],
+                            "usage": serving.usage(stats),
+                        }
+                    )
         await self.send_body(b"data: [DONE]\n\n", more_body=False)
 
     async def _send_event(self, payload: dict) -> None:
@@ -125,14 +141,28 @@ class ChatCompletionsConsumer(GenerationConsumer):
 
     def chunk(self, rid, model, created, text, finish, first):
         delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
 
     def full(self, rid, model, created, text, finish, stats):
         return {
-            "id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish, "logprobs": None}],
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
             "usage": serving.usage(stats),
             "stats": stats.as_dict(),
         }
@@ -148,14 +178,21 @@ class CompletionsConsumer(GenerationConsumer):
     def chunk(self, rid, model, created, text, finish, first):
         if first:
             return None  # completions streams have no role chunk
-        return {"id": rid, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}]}
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}],
+        }
 
     def full(self, rid, model, created, text, finish, stats):
         return {
-            "id": rid, "object": "text_completion", "created": created, "model": model,
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
             "usage": serving.usage(stats),
             "stats": stats.as_dict(),
         }
-

@@ -50,7 +50,11 @@ def _number(data: dict, name: str, default, lo: float, hi: float, *, integer: bo
     value = data.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+    ):
         kind = "an integer" if integer else "a number"
         raise InvalidRequest(f"Field '{name}' must be {kind}, got {type(value).__name__}.")
     if not lo <= value <= hi:
@@ -143,7 +147,11 @@ def _content(message: dict, index: int) -> str:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 raise InvalidRequest(
                     f"messages[{index}].content parts must be {{'type': 'text', 'text': '...'}}; "
                     "this model takes text only."
@@ -184,5 +192,6 @@ def completion_request(data: dict) -> CompletionRequest:
     if not prompt:
         raise InvalidRequest("Field 'prompt' is empty.")
     stream = _bool(data, "stream", False)
-    return CompletionRequest(model, prompt, stream, _stream_options(data, stream), _params(data),
-                             echo=_bool(data, "echo", False))
+    return CompletionRequest(
+        model, prompt, stream, _stream_options(data, stream), _params(data), echo=_bool(data, "echo", False)
+    )

@@ -29,8 +29,9 @@ class ChatStreamConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         if self._task is not None and not self._task.done():
-            await self._fail(InvalidRequest("A request is already streaming on this socket; "
-                                            "wait for its 'done' message."))
+            await self._fail(
+                InvalidRequest("A request is already streaming on this socket; wait for its 'done' message.")
+            )
             return
         self._task = asyncio.get_running_loop().create_task(self._serve(text_data, bytes_data))
 
@@ -56,14 +57,22 @@ class ChatStreamConsumer(AsyncWebsocketConsumer):
                     elif event[0] == "done":
                         _, finish, stats = event
                         serving.log_completion(model, stats)
-                        await self.send(text_data=json.dumps({
-                            "done": True, "finish_reason": finish, "model": model,
-                            "stats": stats.as_dict(), "usage": serving.usage(stats)}))
+                        await self.send(
+                            text_data=json.dumps(
+                                {
+                                    "done": True,
+                                    "finish_reason": finish,
+                                    "model": model,
+                                    "stats": stats.as_dict(),
+                                    "usage": serving.usage(stats),
+                                }
+                            )
+                        )
             finally:
                 slot.cancel()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - errors go to the client, the socket stays
+        except Exception as exc:
             err = to_lmx_error(exc)
             if err.kind is INTERNAL:
                 log.exception("WebSocket request failed")

@@ -83,8 +83,11 @@ def test_paths_outside_the_model_roots_are_refused(server, server_db, spelling):
         assert r.json()["error"]["code"] == "invalid-request"
         assert "outside the configured model roots" in r.json()["error"]["message"]
         assert http.get("/readyz").json()["model"] == MLX_ID  # nothing was lost
-    assert ErrorEvent.objects.using(server_db(server)).filter(
-        code="invalid-request", model=spelling[:300], endpoint="POST /admin/models/load").exists()
+    assert (
+        ErrorEvent.objects.using(server_db(server))
+        .filter(code="invalid-request", model=spelling[:300], endpoint="POST /admin/models/load")
+        .exists()
+    )
 
 
 def test_symlink_pointing_out_of_the_store_is_refused(make_server, model_store, tmp_path):
@@ -145,8 +148,9 @@ def test_inference_without_a_model_is_no_model_loaded_with_retry_after(make_serv
 
     srv = make_server()
     with srv.client() as http:
-        r = http.post("/v1/chat/completions",
-                      json={"model": MLX_ID, "messages": [{"role": "user", "content": "hi"}]})
+        r = http.post(
+            "/v1/chat/completions", json={"model": MLX_ID, "messages": [{"role": "user", "content": "hi"}]}
+        )
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "no-model-loaded"
     assert int(r.headers["retry-after"]) > 0
@@ -187,13 +191,17 @@ def test_admin_token_is_enforced_when_set_and_probes_stay_open(make_server, serv
 
     srv = make_server(env={"LMX_ADMIN_TOKEN": "s3cret-token"})
     with srv.client() as http:
-        for method, path in [("GET", "/admin/models"), ("POST", "/admin/models/load"),
-                             ("POST", "/admin/models/unload")]:
+        for method, path in [
+            ("GET", "/admin/models"),
+            ("POST", "/admin/models/load"),
+            ("POST", "/admin/models/unload"),
+        ]:
             r = http.request(method, path, json={"model": MLX_ID})
             assert r.status_code == 401, path
             assert r.json()["error"]["code"] == "unauthorized"
-            wrong = http.request(method, path, json={"model": MLX_ID},
-                                 headers={"Authorization": "Bearer wrong"})
+            wrong = http.request(
+                method, path, json={"model": MLX_ID}, headers={"Authorization": "Bearer wrong"}
+            )
             assert wrong.status_code == 401
         ok = http.get("/admin/models", headers={"Authorization": "Bearer s3cret-token"})
         assert ok.status_code == 200 and "models" in ok.json()

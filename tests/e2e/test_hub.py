@@ -7,14 +7,16 @@ from tests.fake_hub import FakeHub
 
 @pytest.fixture
 def hub():
-    fake = FakeHub({
-        "mlx-community/Giant-Model-4bit": [
-            {"rfilename": "config.json", "size": 1200},
-            {"rfilename": "model-00001-of-00002.safetensors", "size": 6 * 10**15},
-            {"rfilename": "model-00002-of-00002.safetensors", "size": 6 * 10**15},
-            {"rfilename": "README.md", "size": 10},
-        ],
-    })
+    fake = FakeHub(
+        {
+            "mlx-community/Giant-Model-4bit": [
+                {"rfilename": "config.json", "size": 1200},
+                {"rfilename": "model-00001-of-00002.safetensors", "size": 6 * 10**15},
+                {"rfilename": "model-00002-of-00002.safetensors", "size": 6 * 10**15},
+                {"rfilename": "README.md", "size": 10},
+            ],
+        }
+    )
     yield fake
     fake.close()
 

@@ -15,8 +15,13 @@ from tests.conftest import GGUF_ID, MLX_ID
 @pytest.fixture
 def engine():
     events = []
-    eng = Engine(max_concurrent=4, max_queue=4, prompt_cache_size=4, prompt_cache_bytes=1 << 30,
-                 listeners=[events.append]).start()
+    eng = Engine(
+        max_concurrent=4,
+        max_queue=4,
+        prompt_cache_size=4,
+        prompt_cache_bytes=1 << 30,
+        listeners=[events.append],
+    ).start()
     eng.events = events
     yield eng
     eng.stop_and_join()
@@ -27,8 +32,11 @@ def _greedy_tokens(engine: Engine, prompt: str, n: int) -> list[int]:
     tokens: list[int] = []
 
     async def run():
-        slot = Slot(GenerationRequest(tokenizer.encode(prompt), n, temperature=0),
-                    detokenizer=tokenizer.detokenizer, eos_token_ids=tokenizer.eos_token_ids)
+        slot = Slot(
+            GenerationRequest(tokenizer.encode(prompt), n, temperature=0),
+            detokenizer=tokenizer.detokenizer,
+            eos_token_ids=tokenizer.eos_token_ids,
+        )
         original = slot.add_token
 
         def spy(token, finish_reason):
@@ -116,5 +124,7 @@ def test_unsupported_gguf_architecture_is_named(tmp_path):
 
 def test_mlx_folder_path_is_real(model_store):
     spec = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
-    assert Path(spec.path).is_dir() and spec.parameter_count == describe_gguf(
-        model_store / GGUF_ID, GGUF_ID).parameter_count
+    assert (
+        Path(spec.path).is_dir()
+        and spec.parameter_count == describe_gguf(model_store / GGUF_ID, GGUF_ID).parameter_count
+    )

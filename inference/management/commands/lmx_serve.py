@@ -17,7 +17,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=None, help="default: LMX_HOST")
         parser.add_argument("--port", type=int, default=None, help="default: LMX_PORT")
-        parser.add_argument("--model", default=None, help="model to load at start (default: LMX_DEFAULT_MODEL)")
+        parser.add_argument(
+            "--model", default=None, help="model to load at start (default: LMX_DEFAULT_MODEL)"
+        )
 
     def handle(self, *args, host=None, port=None, model=None, **options):
         from daphne.endpoints import build_endpoint_description_strings
@@ -36,8 +38,9 @@ class Command(BaseCommand):
             log.info("CPU fast path: float32 weights with OpenBLAS (LMX_CPU_FAST_PATH=off to disable)")
         runtime.get_engine()
         if model:
-            threading.Thread(target=self._load_default, args=(model,), name="lmx-default-load",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._load_default, args=(model,), name="lmx-default-load", daemon=True
+            ).start()
         server = Server(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
@@ -61,5 +64,5 @@ class Command(BaseCommand):
             asyncio.run(services.model_load(ref=model))
         except LMXError as exc:
             log.error("Default model %s was not loaded: %s", model, exc.message)
-        except Exception:  # noqa: BLE001 - the server keeps serving without a model
+        except Exception:
             log.exception("Default model %s was not loaded", model)
