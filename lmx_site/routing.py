@@ -1,6 +1,7 @@
 from django.urls import path
 
 from inference.api import admin, openai, probes, websocket
+from monitoring import consumers as monitoring
 
 http_patterns = [
     path("healthz", probes.HealthzConsumer.as_asgi()),
@@ -8,6 +9,8 @@ http_patterns = [
     path("admin/models", admin.ModelsConsumer.as_asgi()),
     path("admin/models/load", admin.LoadConsumer.as_asgi()),
     path("admin/models/unload", admin.UnloadConsumer.as_asgi()),
+    path("admin/events", monitoring.EventsConsumer.as_asgi()),
+    path("admin/memory", monitoring.MemoryThresholdsConsumer.as_asgi()),
     path("v1/models", openai.ModelsListConsumer.as_asgi()),
     path("v1/chat/completions", openai.ChatCompletionsConsumer.as_asgi()),
     path("v1/completions", openai.CompletionsConsumer.as_asgi()),

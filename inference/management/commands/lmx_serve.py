@@ -50,6 +50,12 @@ class Command(BaseCommand):
             application_close_timeout=10,
             server_name="lmx",
         )
+        from twisted.internet import reactor
+
+        from monitoring import ticker
+
+        # Daphne runs Twisted on an asyncio loop; the ticker lives in that loop.
+        reactor.callWhenRunning(lambda: ticker.start(reactor._asyncioEventloop))
         try:
             server.run()
         finally:

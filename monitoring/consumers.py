@@ -1,0 +1,76 @@
+"""GET /admin/events (SSE), /metrics (Prometheus) and the memory thresholds endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from inference.errors import InvalidRequest
+from inference.http import JsonConsumer
+from monitoring import events, ticker
+
+log = logging.getLogger("lmx.events")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+# A client that cannot take events this fast loses the oldest, never stalls the others.
+CLIENT_BUFFER = 256
+
+
+class EventsConsumer(JsonConsumer):
+    admin = True
+
+    async def get(self, body: bytes) -> None:
+        self._outbox: asyncio.Queue = asyncio.Queue(maxsize=CLIENT_BUFFER)
+        await self.channel_layer.group_add(events.GROUP, self.channel_name)
+        try:
+            await self.send_headers(status=200, headers=SSE_HEADERS)
+            # A first memory and heartbeat at once, so a new client shows values immediately.
+            await self._write(ticker.memory_event())
+            await self._write({"type": "heartbeat", "uptime": ticker.uptime()})
+            while True:
+                await self._write(await self._outbox.get())
+        finally:
+            await self.channel_layer.group_discard(events.GROUP, self.channel_name)
+
+    async def _write(self, event: dict) -> None:
+        await self.send_body(f"data: {json.dumps(event)}\n\n".encode(), more_body=True)
+
+    async def lmx_event(self, message) -> None:
+        outbox = getattr(self, "_outbox", None)
+        if outbox is None:
+            return
+        if outbox.full():
+            outbox.get_nowait()
+        outbox.put_nowait(message["event"])
+
+    async def disconnect(self):
+        if self._task is not None and not self._task.done():
+            log.warning("SSE client disconnected: ConnectionResetError")
+        await super().disconnect()
+
+
+class MemoryThresholdsConsumer(JsonConsumer):
+    admin = True
+    methods = ("GET", "POST")
+
+    async def get(self, body: bytes) -> None:
+        warning, critical = ticker.thresholds()
+        await self.send_json({"warning_pct": warning, "critical_pct": critical, **ticker.memory_event()})
+
+    async def post(self, body: bytes) -> None:
+        data = self.parse_json(body)
+        current_warning, current_critical = ticker.thresholds()
+        warning = data.get("warning_pct", current_warning)
+        critical = data.get("critical_pct", current_critical)
+        for name, value in (("warning_pct", warning), ("critical_pct", critical)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
+                raise InvalidRequest(f"Field '{name}' must be a number in (0, 100].")
+        if warning > critical:
+            raise InvalidRequest("warning_pct must not be above critical_pct.")
+        ticker.set_thresholds(warning=float(warning), critical=float(critical))
+        await self.get(b"")
