@@ -106,15 +106,15 @@ async def _resolve(ref: str) -> ModelSpec:
 
 def check_fits(spec: ModelSpec) -> None:
     """Refuse a load whose estimate would cross the critical memory threshold."""
-    from inference import conf
-
     engine = get_engine()
     mem = memory_snapshot()
     total = mem["total_gb"] * 1e9
     resident = engine.loaded.vram_bytes if engine.loaded else 0
     # the resident model is unloaded first, so its memory does not count against the new one
     used = max(0.0, mem["active_gb"] * 1e9 - resident)
-    critical = conf.get("LMX_MEMORY_CRITICAL_PCT")
+    from monitoring.ticker import thresholds
+
+    _warning, critical = thresholds()
     projected = (used + spec.estimate_bytes()) / total * 100
     if projected >= critical:
         raise LMXError(

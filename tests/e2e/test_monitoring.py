@@ -1,0 +1,185 @@
+"""Live events, the memory guardian, and the operators' console on a real server."""
+
+import json
+import threading
+import time
+
+import httpx
+
+from tests.conftest import MLX_ID, wait_for
+
+QUESTION = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+
+
+class SSEReader:
+    """A real SSE client in a thread, collecting every `data:` event."""
+
+    def __init__(self, url: str, *, stall: bool = False):
+        self.events: list[dict] = []
+        self.stall = stall
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(url,), daemon=True)
+        self.thread.start()
+
+    def _run(self, url):
+        try:
+            self._read(url)
+        except httpx.HTTPError:
+            pass  # the server went away at the end of the test
+
+    def _read(self, url):
+        with httpx.stream("GET", url + "/admin/events", timeout=None) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if self.stall:  # reads one line, then never again
+                    self._stop.wait()
+                    return
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line[6:]))
+
+    def types(self) -> set[str]:
+        return {e["type"] for e in self.events}
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+    def close(self):
+        self._stop.set()
+
+
+def test_events_stream_every_type_to_several_clients_while_one_stalls(make_server):
+    srv = make_server(env={"LMX_EVENTS_MEMORY_S": "1", "LMX_EVENTS_HEARTBEAT_S": "2"})
+    a, b, stalled = SSEReader(srv.url), SSEReader(srv.url), SSEReader(srv.url, stall=True)
+    try:
+        assert wait_for(lambda: "heartbeat" in a.types() and "memory" in b.types(), timeout=10)
+        with srv.client() as http:
+            assert http.post("/admin/models/load", json={"model": MLX_ID}).status_code == 200
+            with http.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={"model": MLX_ID, "messages": QUESTION, "max_tokens": 30, "stream": True},
+            ) as r:
+                for _ in r.iter_lines():
+                    pass
+            assert http.post("/admin/models/load", json={"model": "missing"}).status_code == 404
+        assert wait_for(
+            lambda: (
+                {"throughput", "model_event", "error"} <= a.types()
+                and {"throughput", "model_event", "error"} <= b.types()
+            ),
+            timeout=10,
+        )
+        for reader in (a, b):
+            loaded = [e for e in reader.of("model_event") if e["action"] == "loaded"]
+            assert loaded[0]["model"] == MLX_ID and loaded[0]["vram_gb"] > 0 and loaded[0]["load_time_ms"] > 0
+            busy = [e for e in reader.of("throughput") if e["tokens_per_second"] > 0]
+            assert busy and busy[0]["model"] == MLX_ID and busy[0]["active_requests"] >= 0
+            assert reader.of("error")[0]["code"] == "model-not-found"
+            mem = reader.of("memory")[-1]
+            assert mem["vram_total_gb"] > 0 and 0 < mem["pct"] < 100
+            assert reader.of("heartbeat")[-1]["uptime"] > 0
+        count = len(a.events)
+        assert wait_for(lambda: len(a.events) > count + 2, timeout=6)  # still live after all that
+    finally:
+        for reader in (a, b, stalled):
+            reader.close()
+    assert wait_for(
+        lambda: "WARNING:  SSE client disconnected: ConnectionResetError" in srv.stdout(), timeout=15
+    )
+    assert "WARNING:  SSE client disconnected: ConnectionResetError" in srv.stderr()
+
+
+def test_guardian_unloads_at_critical_and_every_stream_ends_with_oom_unloaded(make_server, server_db):
+    from monitoring.models import ErrorEvent
+
+    srv = make_server(env={"LMX_EVENTS_MEMORY_S": "1"}, default_model=MLX_ID, wait_ready=True)
+    events = SSEReader(srv.url)
+    results: dict[int, list] = {}
+    probes: list[tuple[int, int]] = []
+    streaming = threading.Barrier(5)
+
+    def stream(i: int):
+        chunks = []
+        with httpx.stream(
+            "POST",
+            srv.url + "/v1/chat/completions",
+            timeout=120,
+            json={
+                "model": MLX_ID,
+                "messages": QUESTION,
+                "max_tokens": 3000,
+                "stream": True,
+                "temperature": 0,
+            },
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    chunks.append(line[6:])
+                    if len(chunks) == 3:
+                        streaming.wait(60)
+        results[i] = chunks
+
+    def probe():
+        while len(results) < 4:
+            probes.append(
+                (httpx.get(srv.url + "/healthz").status_code, httpx.get(srv.url + "/readyz").status_code)
+            )
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    streaming.wait(120)  # all four are mid-stream
+    prober = threading.Thread(target=probe)
+    prober.start()
+    with srv.client() as http:
+        assert http.post("/admin/memory", json={"warning_pct": 0.5, "critical_pct": 1}).status_code == 200
+    for t in threads:
+        t.join(60)
+    prober.join(30)
+    events.close()
+
+    assert len(results) == 4
+    for chunks in results.values():
+        assert chunks[-1] == "[DONE]"
+        assert json.loads(chunks[-2])["error"]["code"] == "oom-unloaded"
+    critical = wait_for(lambda: [e for e in events.events if e["type"] == "memory_critical"], timeout=5)
+    assert critical[0]["action"] == "model_unloaded" and critical[0]["pct"] >= 1
+    assert any(e["type"] == "model_event" and e["action"] == "unloaded" for e in events.events)
+    with srv.client() as http:
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["error"] == "oom-unloaded"
+        late = http.post("/v1/chat/completions", json={"model": MLX_ID, "messages": QUESTION})
+        assert late.status_code == 503 and late.json()["error"]["code"] == "oom-unloaded"
+    assert all(h == 200 for h, _ in probes) and probes
+    out = srv.stdout()
+    assert "ERROR:    Memory critical at " in out and "% — unloading model\n" in out
+    assert "INFO:     Model unloaded, freed " in out
+    assert "ERROR:    Memory critical at " in srv.stderr()
+    rows = ErrorEvent.objects.using(server_db(srv)).filter(code="oom-unloaded")
+    assert rows.filter(endpoint="POST /v1/chat/completions").count() >= 5  # 4 streams + the late one
+    assert rows.filter(endpoint="memory-guardian", severity="critical").count() == 1
+
+
+def test_memory_warning_is_logged_once_per_crossing(make_server):
+    srv = make_server(env={"LMX_EVENTS_MEMORY_S": "1"}, default_model=MLX_ID, wait_ready=True)
+    events = SSEReader(srv.url)
+    with srv.client() as http:
+        http.post("/admin/memory", json={"warning_pct": 0.5, "critical_pct": 99})
+        assert wait_for(lambda: events.of("memory_warning"), timeout=6)
+        time.sleep(3)  # several more ticks above the threshold
+    events.close()
+    assert len(events.of("memory_warning")) == 1
+    assert srv.stdout().count("WARNING:  Memory usage at ") == 1
+
+
+def test_load_refused_by_its_memory_estimate(make_server):
+    srv = make_server()
+    with srv.client() as http:
+        http.post("/admin/memory", json={"warning_pct": 0.05, "critical_pct": 0.1})
+        r = http.post("/admin/models/load", json={"model": MLX_ID})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "insufficient-memory"
+        assert "parameters x bits / 8 x 1.2" in r.json()["error"]["message"]
+        assert http.get("/readyz").status_code == 503
