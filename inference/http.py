@@ -53,8 +53,10 @@ def admin_token_ok(scope) -> bool:
 
 
 async def record_error(err: LMXError, *, endpoint: str, model: str = "") -> None:
+    from monitoring.metrics import observe_error
     from monitoring.services import error_event_record
 
+    observe_error(err.code)
     try:
         await database_sync_to_async(error_event_record)(
             code=err.code,

@@ -119,7 +119,10 @@ async def start_generation(req: ChatRequest | CompletionRequest):
     return slot, loaded
 
 
-def log_completion(model_id: str, stats: Stats) -> None:
+def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:
+    from monitoring import metrics
+
+    metrics.observe_completion(endpoint, finish_reason, stats)
     speed = stats.tokens_per_second or 0.0
     log.info(
         "Completion request model=%s tokens=%d speed=%.1ftok/s", model_id, stats.completion_tokens, speed

@@ -74,3 +74,14 @@ class MemoryThresholdsConsumer(JsonConsumer):
             raise InvalidRequest("warning_pct must not be above critical_pct.")
         ticker.set_thresholds(warning=float(warning), critical=float(critical))
         await self.get(b"")
+
+
+class MetricsConsumer(JsonConsumer):
+    async def get(self, body: bytes) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from monitoring import metrics
+
+        await self.send_response(
+            200, metrics.render(), headers=[(b"content-type", CONTENT_TYPE_LATEST.encode())]
+        )

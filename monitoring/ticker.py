@@ -41,8 +41,12 @@ def uptime() -> float:
 def memory_event(kind: str = "memory") -> dict:
     mem = services.memory_snapshot()
     used, total = mem["active_gb"], mem["total_gb"]
-    return {"type": kind, "vram_used_gb": used, "vram_total_gb": total,
-            "pct": round(used / total * 100, 2) if total else 0.0}
+    return {
+        "type": kind,
+        "vram_used_gb": used,
+        "vram_total_gb": total,
+        "pct": round(used / total * 100, 2) if total else 0.0,
+    }
 
 
 class Guardian:
@@ -60,9 +64,13 @@ class Guardian:
         if engine.active_requests == 0 and rate == 0:
             return None
         loaded = engine.loaded
-        return {"type": "throughput", "tokens_per_second": round(rate, 2),
-                "active_requests": engine.active_requests, "queued_requests": engine.queued_requests,
-                "model": loaded.spec.id if loaded else None}
+        return {
+            "type": "throughput",
+            "tokens_per_second": round(rate, 2),
+            "active_requests": engine.active_requests,
+            "queued_requests": engine.queued_requests,
+            "model": loaded.spec.id if loaded else None,
+        }
 
     async def check(self, sample: dict) -> None:
         warning, critical = thresholds()
@@ -71,24 +79,44 @@ class Guardian:
         if pct >= critical and engine.loaded is not None:
             model = engine.loaded.spec.id
             log.error("Memory critical at %.1f%% — unloading model", pct)
-            await events.apublish({**sample, "type": "memory_critical", "action": "model_unloaded",
-                                   "model": model,
-                                   "message": f"Memory at {pct:.1f}% ≥ {critical:.0f}%: {model} was unloaded."})
+            await events.apublish(
+                {
+                    **sample,
+                    "type": "memory_critical",
+                    "action": "model_unloaded",
+                    "model": model,
+                    "message": f"Memory at {pct:.1f}% ≥ {critical:.0f}%: {model} was unloaded.",
+                }
+            )
             await asyncio.wrap_future(engine.unload(reason="oom"))
             from inference.errors import OomUnloaded
             from inference.http import record_error
 
-            await record_error(OomUnloaded(f"Memory reached {pct:.1f}% (critical {critical:.0f}%); "
-                                           f"{model} was unloaded. Free memory and reload a model."),
-                               endpoint="memory-guardian", model=model)
+            await record_error(
+                OomUnloaded(
+                    f"Memory reached {pct:.1f}% (critical {critical:.0f}%); "
+                    f"{model} was unloaded. Free memory and reload a model."
+                ),
+                endpoint="memory-guardian",
+                model=model,
+            )
             self.warned = False
         elif pct >= warning:
             if not self.warned:
                 self.warned = True
-                log.warning("Memory usage at %.1f%% (%.1f/%.1f GB)", pct, sample["vram_used_gb"],
-                            sample["vram_total_gb"])
-                await events.apublish({**sample, "type": "memory_warning",
-                                       "message": f"Memory at {pct:.1f}% ≥ warning threshold {warning:.0f}%."})
+                log.warning(
+                    "Memory usage at %.1f%% (%.1f/%.1f GB)",
+                    pct,
+                    sample["vram_used_gb"],
+                    sample["vram_total_gb"],
+                )
+                await events.apublish(
+                    {
+                        **sample,
+                        "type": "memory_warning",
+                        "message": f"Memory at {pct:.1f}% ≥ warning threshold {warning:.0f}%.",
+                    }
+                )
         else:
             self.warned = False
 
@@ -110,7 +138,7 @@ async def run() -> None:
                 await guardian.check(mem)
             if _due(tick, period, conf.get("LMX_EVENTS_HEARTBEAT_S")):
                 await events.apublish({"type": "heartbeat", "uptime": uptime()})
-        except Exception:  # noqa: BLE001 - the ticker must outlive any one failure
+        except Exception:
             log.exception("Metrics tick failed")
 
 
@@ -127,4 +155,3 @@ def start(loop: asyncio.AbstractEventLoop) -> None:
 
     add_listener(forward)
     _task = loop.create_task(run())
-

@@ -76,7 +76,7 @@ class GenerationConsumer(JsonConsumer):
                 raise event[1]
             elif event[0] == "done":
                 _, finish, stats = event
-                serving.log_completion(model, stats)
+                serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
                 text = "".join(parts)
                 if getattr(req, "echo", False):
                     text = req.prompt + text
@@ -104,7 +104,7 @@ class GenerationConsumer(JsonConsumer):
                 break
             elif event[0] == "done":
                 _, finish, stats = event
-                serving.log_completion(model, stats)
+                serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
                 await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
                 if req.include_usage:
                     await self._send_event(

@@ -56,7 +56,7 @@ class ChatStreamConsumer(AsyncWebsocketConsumer):
                         raise event[1]
                     elif event[0] == "done":
                         _, finish, stats = event
-                        serving.log_completion(model, stats)
+                        serving.log_completion(model, stats, endpoint="/v1/chat/stream", finish_reason=finish)
                         await self.send(
                             text_data=json.dumps(
                                 {

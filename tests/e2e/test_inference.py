@@ -1,5 +1,6 @@
 """OpenAI-compatible inference on the real default model through a real Daphne server."""
 
+import itertools
 import json
 import re
 import threading
@@ -149,7 +150,7 @@ def test_eight_concurrent_streams_share_the_batch(server):
     }
     # Every stream got its first token before any stream got its last one: all eight decoded together.
     assert max(first for first, _ in spans.values()) < min(last for _, last in spans.values())
-    switches = sum(1 for a, b in zip(arrivals, arrivals[1:], strict=False) if a[1] != b[1])
+    switches = sum(1 for a, b in itertools.pairwise(arrivals) if a[1] != b[1])
     assert switches >= 8 * 10  # tokens of different requests interleave, step after step
 
 

@@ -1,0 +1,65 @@
+"""Prometheus exposition. Counters move with traffic; gauges are read at scrape time from
+the engine's own state, so a scrape never loads or wakes a model."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+
+REQUESTS = Counter(
+    "lmx_requests_total", "Completed inference requests", ["endpoint", "finish_reason"], registry=REGISTRY
+)
+ERRORS = Counter("lmx_errors_total", "Error-coded responses", ["code"], registry=REGISTRY)
+PROMPT_TOKENS = Counter("lmx_prompt_tokens_total", "Prompt tokens processed", registry=REGISTRY)
+CACHED_TOKENS = Counter(
+    "lmx_prompt_cached_tokens_total", "Prompt tokens served from the prompt cache", registry=REGISTRY
+)
+GENERATED_TOKENS = Counter("lmx_generated_tokens_total", "Tokens generated", registry=REGISTRY)
+TTFT = Histogram(
+    "lmx_time_to_first_token_seconds",
+    "Time to first token",
+    buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "lmx_request_duration_seconds",
+    "Inference request duration",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+ACTIVE = Gauge("lmx_active_requests", "Requests running or queued in the engine", registry=REGISTRY)
+QUEUED = Gauge("lmx_queued_requests", "Requests waiting for a batch slot", registry=REGISTRY)
+MEMORY_USED = Gauge("lmx_memory_used_bytes", "Accelerator memory used by MLX", registry=REGISTRY)
+MEMORY_TOTAL = Gauge("lmx_memory_total_bytes", "Accelerator memory in total", registry=REGISTRY)
+MODEL_LOADED = Gauge("lmx_model_loaded", "1 for the loaded model", ["model"], registry=REGISTRY)
+
+
+def observe_completion(endpoint: str, finish_reason: str, stats) -> None:
+    REQUESTS.labels(endpoint, finish_reason).inc()
+    PROMPT_TOKENS.inc(stats.prompt_tokens - stats.cached_tokens)
+    CACHED_TOKENS.inc(stats.cached_tokens)
+    GENERATED_TOKENS.inc(stats.completion_tokens)
+    if stats.time_to_first_token_ms is not None:
+        TTFT.observe(stats.time_to_first_token_ms / 1000)
+    LATENCY.observe(stats.total_ms / 1000)
+
+
+def observe_error(code: str) -> None:
+    ERRORS.labels(code).inc()
+
+
+def render() -> bytes:
+    from inference import services
+    from inference.runtime import get_engine
+
+    engine = get_engine()
+    ACTIVE.set(engine.active_requests)
+    QUEUED.set(engine.queued_requests)
+    mem = services.memory_snapshot()
+    MEMORY_USED.set(mem["active_gb"] * 1e9)
+    MEMORY_TOTAL.set(mem["total_gb"] * 1e9)
+    MODEL_LOADED.clear()
+    if engine.loaded is not None:
+        MODEL_LOADED.labels(engine.loaded.spec.id).set(1)
+    return generate_latest(REGISTRY)
