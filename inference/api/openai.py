@@ -18,6 +18,11 @@ SSE_HEADERS = [
 ]
 
 
+def envelope(rid: str, obj: str, created: int, model: str, choices: list, **extra) -> dict:
+    """The fields every OpenAI completion object and chunk shares."""
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": choices, **extra}
+
+
 class ModelsListConsumer(JsonConsumer):
     async def get(self, body: bytes) -> None:
         specs = await asyncio.to_thread(store.scan)
@@ -108,14 +113,7 @@ class GenerationConsumer(JsonConsumer):
                 await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
                 if req.include_usage:
                     await self._send_event(
-                        {
-                            "id": rid,
-                            "object": self.object_name,
-                            "created": created,
-                            "model": model,
-                            "choices": [],
-                            "usage": serving.usage(stats),
-                        }
+                        envelope(rid, self.object_name, created, model, [], usage=serving.usage(stats))
                     )
         await self.send_body(b"data: [DONE]\n\n", more_body=False)
 
@@ -141,31 +139,21 @@ class ChatCompletionsConsumer(GenerationConsumer):
 
     def chunk(self, rid, model, created, text, finish, first):
         delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-        return {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return envelope(rid, "chat.completion.chunk", created, model, [choice])
 
     def full(self, rid, model, created, text, finish, stats):
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            ],
-            "usage": serving.usage(stats),
-            "stats": stats.as_dict(),
-        }
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+        return envelope(
+            rid,
+            "chat.completion",
+            created,
+            model,
+            [choice],
+            usage=serving.usage(stats),
+            stats=stats.as_dict(),
+        )
 
 
 class CompletionsConsumer(GenerationConsumer):
@@ -178,21 +166,17 @@ class CompletionsConsumer(GenerationConsumer):
     def chunk(self, rid, model, created, text, finish, first):
         if first:
             return None  # completions streams have no role chunk
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}],
-        }
+        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return envelope(rid, "text_completion", created, model, [choice])
 
     def full(self, rid, model, created, text, finish, stats):
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-            "usage": serving.usage(stats),
-            "stats": stats.as_dict(),
-        }
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        return envelope(
+            rid,
+            "text_completion",
+            created,
+            model,
+            [choice],
+            usage=serving.usage(stats),
+            stats=stats.as_dict(),
+        )
