@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ class _Command:
     spec: ModelSpec | None = None
     slot: Slot | None = None
     reason: str = "request"
+    fn: Callable[[], object] | None = None  # for "call": run on the engine thread
 
 
 class Engine:
@@ -209,7 +211,7 @@ class Engine:
             elif cmd.kind == "generate":
                 self._admit(cmd.slot)
             elif cmd.kind == "call":
-                cmd.future.set_result(cmd.spec())  # a function to run on this thread
+                cmd.future.set_result(cmd.fn())
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             if cmd.kind == "generate":
                 cmd.slot.fail(to_lmx_error(exc))
@@ -223,7 +225,7 @@ class Engine:
 
     def run_on_engine(self, fn) -> Future:
         """Run `fn()` on the engine thread (tests and benchmarks that need MLX state)."""
-        cmd = _Command("call", spec=fn)
+        cmd = _Command("call", fn=fn)
         self._commands.put(cmd)
         return cmd.future
 

@@ -30,14 +30,15 @@ def memory_snapshot() -> dict:
         total = info.get("memory_size") or info.get("total_memory")
     except Exception:  # noqa: BLE001 - some backends have no device_info
         total = None
+    system = psutil.virtual_memory()
     if not total:
-        total = psutil.virtual_memory().total
+        total = system.total
     return {
         "active_gb": round(mx.get_active_memory() / 1e9, 3),
         "peak_gb": round(mx.get_peak_memory() / 1e9, 3),
         "cache_gb": round(mx.get_cache_memory() / 1e9, 3),
         "total_gb": round(total / 1e9, 3),
-        "system_used_gb": round((psutil.virtual_memory().total - psutil.virtual_memory().available) / 1e9, 3),
+        "system_used_gb": round((system.total - system.available) / 1e9, 3),
     }
 
 
