@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from inference import loading
-from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, ServerBusy, to_lmx_error
+from inference.errors import (
+    InvalidRequest,
+    LMXError,
+    LmxTimeout,
+    NoModelLoaded,
+    OomUnloaded,
+    ServerBusy,
+    to_lmx_error,
+)
 from inference.generation import Slot
 from inference.store import ModelSpec
 
@@ -239,8 +247,9 @@ class Engine:
     def _do_load(self, spec: ModelSpec) -> LoadResult:
         if self.loaded is not None and self.loaded.spec.path == spec.path:
             return LoadResult(spec.id, self.loaded.load_time_ms, self.loaded.vram_gb, already_loaded=True)
-        replaced = None
+        previous = replaced = None
         if self.loaded is not None:
+            previous = self.loaded.spec
             replaced = self._do_unload("replaced")
         self.loading = spec.id
         try:
@@ -267,8 +276,18 @@ class Engine:
                 cache_size=self.prompt_cache_size,
                 cache_bytes=self.prompt_cache_bytes,
             )
-        except BaseException:
+        except BaseException as exc:
             self._drop_model()
+            self.loading = None
+            if previous is not None and isinstance(exc, Exception):
+                self._restore(previous, failed=spec.id)
+            if isinstance(exc, RuntimeError | ValueError | KeyError | OSError | TypeError) and not isinstance(
+                exc, LMXError
+            ):
+                raise InvalidRequest(
+                    f"{spec.id} could not be loaded: {exc}. Its files may be corrupt or incomplete, "
+                    "or its architecture is not supported; re-download or re-convert it."
+                ) from exc
             raise
         finally:
             self.loading = None
@@ -290,6 +309,14 @@ class Engine:
             if replaced is None
             else {"model": replaced.model, "freed_vram_gb": replaced.freed_vram_gb},
         )
+
+    def _restore(self, spec: ModelSpec, *, failed: str) -> None:
+        """A failed load should not leave the server without the model it had."""
+        log.warning("Loading %s failed; loading %s again", failed, spec.id)
+        try:
+            self._do_load(spec)
+        except Exception:
+            log.exception("Could not load %s again", spec.id)
 
     def _do_unload(self, reason: str) -> UnloadResult:
         if self.loaded is None:

@@ -25,6 +25,7 @@ class GenerationRequest:
     frequency_penalty: float | None = None
     logit_bias: dict[int, float] | None = None
     timeout_s: float | None = None
+    ignore_eos: bool = False
 
 
 @dataclass

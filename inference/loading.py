@@ -96,7 +96,7 @@ def _processors(request):
 
 def insert(batch, prompt_cache, loaded, slot: Slot) -> int:
     """Put a request into the running batch, reusing the longest cached prefix."""
-    from mlx_lm.generate import make_stop_sequences
+    from mlx_lm.generate import StopSequences, make_stop_sequences
     from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
     request = slot.request
@@ -117,7 +117,7 @@ def insert(batch, prompt_cache, loaded, slot: Slot) -> int:
         all_tokens=[tokens[:cached]],
         samplers=[_sampler(request)],
         logits_processors=[_processors(request)],
-        stop_sequences=[make_stop_sequences(loaded.tokenizer)],
+        stop_sequences=[StopSequences([]) if request.ignore_eos else make_stop_sequences(loaded.tokenizer)],
     )
     slot.started(cached)
     return uid

@@ -12,7 +12,7 @@ import psutil
 from channels.db import database_sync_to_async
 
 from inference import resolve, store
-from inference.errors import INSUFFICIENT_MEMORY, LMXError
+from inference.errors import INSUFFICIENT_MEMORY, InvalidRequest, LMXError
 from inference.runtime import get_engine
 from inference.store import ModelSpec
 
@@ -130,6 +130,12 @@ async def model_load(*, ref: str) -> dict:
     from monitoring.services import inventory_record_load
 
     spec = await _resolve(ref)
+    if spec.extra.get("error"):
+        # refused before the resident model is unloaded: a broken file must not cost the working one
+        raise InvalidRequest(
+            f"{spec.id} cannot be loaded: {spec.extra['error']}. The files are corrupt or incomplete; "
+            "re-download or re-convert the model."
+        )
     check_fits(spec)
     engine = get_engine()
     result = await asyncio.wrap_future(engine.load(spec))

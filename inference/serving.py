@@ -95,6 +95,7 @@ def _request(tokens: list[int], params: SamplingParams, context: int) -> Generat
         frequency_penalty=params.frequency_penalty,
         logit_bias=params.logit_bias,
         timeout_s=conf.get("LMX_REQUEST_TIMEOUT_S"),
+        ignore_eos=params.ignore_eos,
     )
 
 

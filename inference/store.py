@@ -65,6 +65,8 @@ def _safetensors_params(files: list[Path], quant: dict) -> int:
     for f in files:
         with f.open("rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
+            if n > min(f.stat().st_size, 100 * 1024 * 1024):
+                raise ValueError(f"{f.name}: safetensors header length {n} is impossible")
             header = json.loads(fh.read(n))
         for name, info in header.items():
             if name == "__metadata__" or name.endswith((".scales", ".biases")):
@@ -92,11 +94,12 @@ def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> Mod
     quant = config.get("quantization") or config.get("quantization_config") or {}
     quant = quant if isinstance(quant, dict) else {}
     bits = quant.get("bits")
+    error = None
     try:
         params = _safetensors_params(weights, quant)
-    except (OSError, ValueError, struct.error, KeyError):
-        params = None
-    return ModelSpec(
+    except (OSError, ValueError, struct.error, KeyError, TypeError, AttributeError) as exc:
+        params, error = None, f"unreadable safetensors header: {exc}"
+    spec = ModelSpec(
         id=model_id,
         path=str(path),
         format="mlx",
@@ -107,6 +110,9 @@ def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> Mod
         parameter_count=params,
         bits=float(bits) if bits else 16.0,
     )
+    if error:
+        spec.extra["error"] = error
+    return spec
 
 
 # --- GGUF headers --------------------------------------------------------------------------

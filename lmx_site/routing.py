@@ -10,6 +10,7 @@ http_patterns = [
     path("admin/models/load", admin.LoadConsumer.as_asgi()),
     path("admin/models/unload", admin.UnloadConsumer.as_asgi()),
     path("admin/events", monitoring.EventsConsumer.as_asgi()),
+    path("admin/errors", monitoring.ErrorsConsumer.as_asgi()),
     path("metrics", monitoring.MetricsConsumer.as_asgi()),
     path("admin/memory", monitoring.MemoryThresholdsConsumer.as_asgi()),
     path("v1/models", openai.ModelsListConsumer.as_asgi()),

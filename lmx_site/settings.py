@@ -101,8 +101,8 @@ LMX_EXTRA_MODEL_DIRS = [Path(p).expanduser() for p in env.list("LMX_EXTRA_MODEL_
 LMX_HF_CACHE = env.str("LMX_HF_CACHE", default="")  # empty: huggingface_hub's own cache
 LMX_DEFAULT_MODEL = env.str("LMX_DEFAULT_MODEL", default="SmolLM2-135M-Instruct")
 LMX_ADMIN_TOKEN = env.str("LMX_ADMIN_TOKEN", default="")
-LMX_MAX_CONCURRENT = env.int("LMX_MAX_CONCURRENT", default=8)
-LMX_MAX_QUEUE = env.int("LMX_MAX_QUEUE", default=32)
+LMX_MAX_CONCURRENT = env.int("LMX_MAX_CONCURRENT", default=32)
+LMX_MAX_QUEUE = env.int("LMX_MAX_QUEUE", default=64)
 LMX_REQUEST_TIMEOUT_S = env.float("LMX_REQUEST_TIMEOUT_S", default=600.0)
 LMX_MAX_BODY_BYTES = env.int("LMX_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 LMX_JIT_LOAD = env.bool("LMX_JIT_LOAD", default=False)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
 
 from inference.errors import InvalidRequest
 from inference.http import JsonConsumer
-from monitoring import events, ticker
+from monitoring import events, selectors, ticker
 
 log = logging.getLogger("lmx.events")
 
@@ -74,6 +77,21 @@ class MemoryThresholdsConsumer(JsonConsumer):
             raise InvalidRequest("warning_pct must not be above critical_pct.")
         ticker.set_thresholds(warning=float(warning), critical=float(critical))
         await self.get(b"")
+
+
+class ErrorsConsumer(JsonConsumer):
+    """GET /admin/errors?limit=20&code=...: the latest error events, newest first."""
+
+    admin = True
+
+    async def get(self, body: bytes) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        raw_limit = query.get("limit", ["20"])[-1]
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            raise InvalidRequest("Query parameter 'limit' must be an integer from 1 to 500.")
+        code = query.get("code", [""])[-1] or None
+        rows = await database_sync_to_async(selectors.error_events_recent)(limit=int(raw_limit), code=code)
+        await self.send_json({"errors": [events.error_payload(row) for row in rows]})
 
 
 class MetricsConsumer(JsonConsumer):

@@ -13,6 +13,8 @@ log = logging.getLogger("lmx.events")
 
 
 def error_payload(event) -> dict:
+    from django.urls import reverse
+
     return {
         "type": "error",
         "code": event.code,
@@ -22,6 +24,7 @@ def error_payload(event) -> dict:
         "endpoint": event.endpoint,
         "id": event.id,
         "time": event.created_at.isoformat(),
+        "admin_url": reverse("admin:monitoring_errorevent_change", args=[event.id]),
     }
 
 

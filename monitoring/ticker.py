@@ -41,11 +41,15 @@ def uptime() -> float:
 def memory_event(kind: str = "memory") -> dict:
     mem = services.memory_snapshot()
     used, total = mem["active_gb"], mem["total_gb"]
+    warning, critical = thresholds()
     return {
         "type": kind,
         "vram_used_gb": used,
         "vram_total_gb": total,
         "pct": round(used / total * 100, 2) if total else 0.0,
+        # so a gauge colours itself by the thresholds in force, even after a run-time change
+        "warning_pct": warning,
+        "critical_pct": critical,
     }
 
 

@@ -50,9 +50,14 @@ def make_server(model_store, tmp_path):
         default_model: str = "",
         models_dir: Path | None = None,
         wait_ready: bool = False,
+        port: int | None = None,
     ) -> LMXServer:
         srv = LMXServer(
-            tmp_path / f"srv{len(started)}", models_dir or model_store, env=env, default_model=default_model
+            tmp_path / f"srv{len(started)}",
+            models_dir or model_store,
+            env=env,
+            default_model=default_model,
+            port=port,
         )
         started.append(srv)
         return srv.start(wait_ready=wait_ready)

@@ -22,10 +22,18 @@ def free_port() -> int:
 
 
 class LMXServer:
-    def __init__(self, workdir: Path, models_dir: Path, *, env: dict | None = None, default_model: str = ""):
+    def __init__(
+        self,
+        workdir: Path,
+        models_dir: Path,
+        *,
+        env: dict | None = None,
+        default_model: str = "",
+        port: int | None = None,
+    ):
         self.workdir = workdir
         self.models_dir = models_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = workdir / "lmx.sqlite3"
         self.stdout_path = workdir / "stdout.log"
@@ -90,6 +98,13 @@ class LMXServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): sockets stay open, nothing is sent, like a hung server."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     def stdout(self) -> str:
         return self.stdout_path.read_text() if self.stdout_path.exists() else ""

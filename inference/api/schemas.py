@@ -24,6 +24,7 @@ class SamplingParams:
     presence_penalty: float | None
     frequency_penalty: float | None
     logit_bias: dict[int, float] | None
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -113,6 +114,9 @@ def _params(data: dict) -> SamplingParams:
     seed = data.get("seed")
     if seed is not None:
         seed = _number(data, "seed", None, -(2**63), 2**64 - 1, integer=True) % (2**63)
+    ignore_eos = data.get("ignore_eos", False)  # vLLM's extension: benchmarks generate to max_tokens
+    if not isinstance(ignore_eos, bool):
+        raise InvalidRequest("Field 'ignore_eos' must be true or false.")
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=float(_number(data, "temperature", 0.7, 0, 2)),
@@ -122,6 +126,7 @@ def _params(data: dict) -> SamplingParams:
         presence_penalty=_number(data, "presence_penalty", None, -2, 2),
         frequency_penalty=_number(data, "frequency_penalty", None, -2, 2),
         logit_bias=logit_bias or None,
+        ignore_eos=ignore_eos,
     )
 
 

@@ -222,3 +222,46 @@ def test_foreign_host_header_is_refused(server, server_db):
     r = httpx.get(server.url + "/healthz", headers={"Host": f"localhost:{server.port}"})
     assert r.status_code == 200
     assert ErrorEvent.objects.using(server_db(server)).filter(message__contains="evil.example").exists()
+
+
+def test_a_failed_load_keeps_the_model_that_was_loaded(make_server, model_store, tmp_path, server_db):
+    """Broken models on disk: a corrupt weights header (refused before anything is unloaded) and
+    weights that do not match their config (fails inside the load; the old model comes back)."""
+    from monitoring.models import ErrorEvent
+
+    extra = tmp_path / "extra"
+    corrupt = extra / "Corrupt-Weights"
+    corrupt.mkdir(parents=True)
+    shutil.copyfile(model_store / MLX_ID / "config.json", corrupt / "config.json")
+    (corrupt / "model.safetensors").write_bytes(b"\xff" * 64)
+    mismatched = extra / "Mismatched-Config"
+    shutil.copytree(model_store / MLX_ID, mismatched)
+    config = (
+        (mismatched / "config.json").read_text().replace('"num_hidden_layers": 30', '"num_hidden_layers": 31')
+    )
+    (mismatched / "config.json").write_text(config)
+
+    srv = make_server(default_model=MLX_ID, wait_ready=True, env={"LMX_EXTRA_MODEL_DIRS": str(extra)})
+    with srv.client() as http:
+        for name, fragment in [
+            ("Corrupt-Weights", "unreadable safetensors header"),
+            ("Mismatched-Config", "Missing 9 parameters"),
+        ]:
+            r = http.post("/admin/models/load", json={"model": name})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "invalid-request"
+            assert name in r.json()["error"]["message"] and fragment in r.json()["error"]["message"]
+            assert http.get("/readyz").json()["model"] == MLX_ID
+            listed = http.get("/admin/models").json()
+            assert listed["loaded"] == MLX_ID
+            assert _model(listed["models"], name)["state"] == "idle"
+        reply = http.post(
+            "/v1/chat/completions",
+            json={"model": MLX_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
+        )
+        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0
+    assert (
+        "Loading Mismatched-Config failed; loading SmolLM2-135M-Instruct again" in srv.stdout() + srv.stderr()
+    )
+    rows = ErrorEvent.objects.using(server_db(srv)).filter(code="invalid-request")
+    assert {"Corrupt-Weights", "Mismatched-Config"} <= set(rows.values_list("model", flat=True))

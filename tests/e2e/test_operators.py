@@ -112,3 +112,39 @@ def test_purge_command_keeps_recent_error_events(make_server, server_db):
     out = srv.manage("lmx_purge_errors", "--days", "30").stdout
     assert "Deleted 1 error events older than 30 days." in out
     assert list(ErrorEvent.objects.using(alias).values_list("model", flat=True)) == ["new-one"]
+
+
+def test_recent_errors_endpoint_lists_newest_first_with_console_links(make_server, server_db):
+    from monitoring.models import ErrorEvent
+
+    srv = make_server()
+    with srv.client() as http:
+        http.post("/admin/models/load", json={"model": "first-missing"})
+        http.post("/admin/models/load", json={})
+        listed = http.get("/admin/errors", params={"limit": 2}).json()["errors"]
+        assert [e["code"] for e in listed] == ["invalid-request", "model-not-found"]
+        rows = ErrorEvent.objects.using(server_db(srv)).order_by("-id")[:2]
+        assert [e["id"] for e in listed] == [row.id for row in rows]
+        assert listed[1]["admin_url"] == f"/admin/monitoring/errorevent/{rows[1].id}/change/"
+        assert listed[1]["model"] == "first-missing" and listed[1]["severity"] == "warning"
+        only = http.get("/admin/errors", params={"code": "model-not-found"}).json()["errors"]
+        assert {e["code"] for e in only} == {"model-not-found"}
+        for bad in ("0", "x", "501", "-1"):
+            r = http.get("/admin/errors", params={"limit": bad})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-request"
+        r = http.post("/admin/errors", json={})
+        assert r.status_code == 405 and r.json()["error"]["code"] == "invalid-request"
+        assert http.get("/healthz").status_code == 200
+    recorded = ErrorEvent.objects.using(server_db(srv)).filter(endpoint="GET /admin/errors")
+    assert recorded.count() == 4
+
+
+def test_dashboard_page_and_its_assets_are_served(server):
+    with httpx.Client(base_url=server.url) as http:
+        page = http.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert 'data-heartbeat-s="5.0"' in page.text
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+            r = http.get(asset)
+            assert r.status_code == 200 and len(r.content) > 1000, asset
+        assert http.post("/", content=b"").status_code == 405

@@ -1,0 +1,109 @@
+"""Streaming HTTP clients for the benchmark: N concurrent OpenAI-style streams, and a probe poller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass
+class StreamResult:
+    started: float
+    first: float | None = None  # first generated text
+    last: float | None = None  # last generated text
+    ended: float | None = None
+    pieces: int = 0
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    text: str = ""
+    error: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.completion_tokens if self.completion_tokens is not None else self.pieces
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first is None else self.first - self.started
+
+    @property
+    def decode_tps(self) -> float | None:
+        if self.first is None or self.last is None or self.last <= self.first or self.tokens < 2:
+            return None
+        return (self.tokens - 1) / (self.last - self.first)
+
+
+def _piece(chunk: dict) -> str:
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    choice = choices[0]
+    return choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, body: dict) -> StreamResult:
+    result = StreamResult(started=time.perf_counter())
+    try:
+        async with client.stream("POST", url, json=body) as reply:
+            if reply.status_code != 200:
+                result.error = f"HTTP {reply.status_code}: {(await reply.aread())[:300]!r}"
+                return result
+            async for line in reply.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    result.error = str(chunk["error"])
+                    break
+                piece = _piece(chunk)
+                if piece:
+                    now = time.perf_counter()
+                    result.first = result.first or now
+                    result.last = now
+                    result.pieces += 1
+                    result.text += piece
+                usage = chunk.get("usage")
+                if usage:
+                    result.completion_tokens = usage.get("completion_tokens")
+                    result.prompt_tokens = usage.get("prompt_tokens")
+    except httpx.HTTPError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.ended = time.perf_counter()
+    return result
+
+
+async def run_streams(base: str, path: str, bodies: list[dict]) -> tuple[list[StreamResult], float]:
+    """Send every body at once; (results, wall seconds from the first send to the last end)."""
+    limits = httpx.Limits(max_connections=len(bodies) + 8, max_keepalive_connections=len(bodies) + 8)
+    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(stream_one(client, base + path, b) for b in bodies))
+        return list(results), time.perf_counter() - start
+
+
+async def poll(base: str, path: str, stop: asyncio.Event, interval: float = 0.05) -> list[float]:
+    """Latencies (seconds) of GET `path`, one after another, until `stop` is set."""
+    latencies = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            start = time.perf_counter()
+            await client.get(base + path)
+            latencies.append(time.perf_counter() - start)
+            await asyncio.sleep(interval)
+    return latencies
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
