@@ -4,8 +4,8 @@ from inference.api import admin, openai, probes, websocket
 from monitoring import consumers as monitoring
 
 http_patterns = [
-    path("healthz", probes.HealthzConsumer.as_asgi()),
-    path("readyz", probes.ReadyzConsumer.as_asgi()),
+    path("healthz", probes.healthz_app),
+    path("readyz", probes.readyz_app),
     path("admin/models", admin.ModelsConsumer.as_asgi()),
     path("admin/models/load", admin.LoadConsumer.as_asgi()),
     path("admin/models/unload", admin.UnloadConsumer.as_asgi()),

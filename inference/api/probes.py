@@ -1,23 +1,52 @@
-"""Kubernetes-style probes. Both are answered from memory: no disk, no database, no MLX."""
+"""Kubernetes-style probes, answered from memory: no disk, no database, no MLX.
 
-from inference.http import JsonConsumer
+The daemon calls /readyz before every inference request, so the probes are bare ASGI apps:
+no consumer instance, task or channel-layer message per call, only the answer.
+"""
+
+from __future__ import annotations
+
+import json
+
+from inference.errors import METHOD_NOT_ALLOWED, InvalidRequest, error_body
+from inference.http import JSON_HEADERS, record_error
 from inference.runtime import get_engine
 
 
-class HealthzConsumer(JsonConsumer):
-    async def get(self, body: bytes) -> None:
-        await self.send_json({"status": "ok"})
+def healthz() -> tuple[int, dict, list]:
+    return 200, {"status": "ok"}, []
 
 
-class ReadyzConsumer(JsonConsumer):
-    async def get(self, body: bytes) -> None:
-        engine = get_engine()
-        loaded = engine.loaded
-        if loaded is not None:
-            await self.send_json({"ready": True, "model": loaded.spec.id, "vram_gb": loaded.vram_gb})
-            return
-        error = "oom-unloaded" if engine.oom_unloaded else "no-model-loaded"
-        body = {"ready": False, "error": error}
-        if engine.loading:
-            body["loading"] = engine.loading
-        await self.send_json(body, status=503, headers=[(b"retry-after", b"5")])
+def readyz() -> tuple[int, dict, list]:
+    engine = get_engine()
+    loaded = engine.loaded
+    if loaded is not None:
+        return 200, {"ready": True, "model": loaded.spec.id, "vram_gb": loaded.vram_gb}, []
+    body = {"ready": False, "error": "oom-unloaded" if engine.oom_unloaded else "no-model-loaded"}
+    if engine.loading:
+        body["loading"] = engine.loading
+    return 503, body, [(b"retry-after", b"5")]
+
+
+class Probe:
+    def __init__(self, answer):
+        self.answer = answer
+
+    async def __call__(self, scope, receive, send) -> None:
+        method = scope["method"]
+        if method in ("GET", "HEAD"):
+            status, body, headers = self.answer()
+        else:
+            err = InvalidRequest(
+                f"{method} is not allowed on {scope['path']}; use GET.", kind=METHOD_NOT_ALLOWED
+            )
+            await record_error(err, endpoint=f"{method} {scope['path']}")
+            status, body, headers = err.status, error_body(err), []
+        payload = json.dumps(body).encode()
+        headers = [*JSON_HEADERS, *headers, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else payload})
+
+
+healthz_app = Probe(healthz)
+readyz_app = Probe(readyz)

@@ -1,0 +1,115 @@
+"""The benchmark's table: one row per measure, ratios against both references, targets checked."""
+
+from __future__ import annotations
+
+import datetime
+
+
+def _f(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(a, b) -> str:
+    return "–" if a is None or b in (None, 0) else f"{a / b:.2f}×"
+
+
+def render(opts, results: dict, *, machine: str, seconds: float) -> str:
+    import mlx.core as mx
+    from mlx_lm import __version__ as mlx_lm_version
+
+    lmx, inproc, peer = results.get("lmx"), results.get("inprocess"), results.get("peer")
+
+    def get(res, attr):
+        return None if res is None else getattr(res, attr)
+
+    rows = [
+        ("prompt tok/s, 1 stream", "prompt_tps", 0),
+        ("decode tok/s, 1 stream", "decode_tps", 1),
+        ("time to first token, ms", "ttft_ms", 0),
+    ]
+    lines = [
+        f"### {opts.model_id} — {datetime.date.today().isoformat()}",
+        "",
+        f"- Machine: {machine}. MLX {mx.__version__}, mlx-lm {mlx_lm_version}.",
+        f"- Single stream: prompts of {opts.prompt_tokens} tokens; concurrency sweep: prompts of "
+        f"{opts.sweep_prompt_tokens} tokens (aggregate = generated tokens / wall time, warm-up run first "
+        f"at each size). Every request distinct, {opts.gen_tokens} generated tokens with EOS ignored, "
+        f"temperature 0, streaming over HTTP for both servers; median of {opts.trials} single-stream "
+        f"trials. Run took {seconds:.0f} s.",
+        f"- LMX: {'; '.join(lmx.notes) if lmx and lmx.notes else '–'}. "
+        f"mlx_lm.server: default flags (decode concurrency 32), EOS ignored.",
+        "",
+        "| measure | LMX | mlx-lm in-process | mlx_lm.server | LMX / in-process | LMX / server |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, attr, digits in rows:
+        a, b, c = get(lmx, attr), get(inproc, attr), get(peer, attr)
+        lines.append(
+            f"| {label} | {_f(a, digits)} | {_f(b, digits)} | {_f(c, digits)} | {_ratio(a, b)} | {_ratio(a, c)} |"
+        )
+    for n in opts.streams:
+        a = lmx.aggregate.get(n) if lmx else None
+        b = inproc.aggregate.get(n) if inproc else None
+        c = peer.aggregate.get(n) if peer else None
+        lines.append(
+            f"| aggregate tok/s, {n} stream{'s' if n > 1 else ''} | {_f(a)} | {_f(b)} | {_f(c)} | "
+            f"{_ratio(a, b)} | {_ratio(a, c)} |"
+        )
+
+    def turns(res):
+        if res is None or res.turn_ttft_ms is None:
+            return "–"
+        first, second = res.turn_ttft_ms
+        return f"{first:,.0f} → {second:,.0f} ms ({first / second:.1f}×)"
+
+    lines.append(
+        f"| {opts.conversation_tokens}-token chat, TTFT 1st → 2nd turn | {turns(lmx)} | – | {turns(peer)} | | |"
+    )
+    if lmx and lmx.readyz_ms:
+        lines.append(
+            f"| /readyz p50 / p99 ms under {max(opts.streams)} streams | "
+            f"{lmx.readyz_ms[0]:.2f} / {lmx.readyz_ms[1]:.2f} | | | | |"
+        )
+    if lmx and lmx.gguf_decode_tps:
+        lines.append(
+            f"| GGUF copy ({opts.gguf_id}) decode tok/s | {_f(lmx.gguf_decode_tps)} | | | "
+            f"{_ratio(lmx.gguf_decode_tps, lmx.decode_tps)} of MLX-native | |"
+        )
+    errors = {k: v.errors for k, v in results.items() if v.errors}
+    if errors:
+        lines.append("")
+        lines.append(f"Failed requests: {errors}")
+        for name, res in results.items():
+            for note in res.notes[1 if name == "lmx" else 0 :][:3]:
+                lines.append(f"- {name}: {str(note)[:300]}")
+    lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(opts, lmx, inproc, peer)]
+    return "\n".join(lines) + "\n"
+
+
+def targets(opts, lmx, inproc, peer) -> list[str]:
+    out = []
+
+    def mark(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+    if lmx and inproc and lmx.decode_tps and inproc.decode_tps:
+        ratio = lmx.decode_tps / inproc.decode_tps
+        out.append(f"decode ≥ 0.97 × mlx-lm in-process: {ratio:.2f}× — {mark(ratio >= 0.97)}")
+    if lmx and inproc and lmx.ttft_ms is not None and inproc.ttft_ms is not None:
+        diff = lmx.ttft_ms - inproc.ttft_ms
+        out.append(f"TTFT within 10 ms of mlx-lm in-process: {diff:+.1f} ms — {mark(diff <= 10)}")
+    most = max(opts.streams)
+    if lmx and peer and lmx.aggregate.get(most) and peer.aggregate.get(most):
+        ratio = lmx.aggregate[most] / peer.aggregate[most]
+        out.append(f"{most} streams ≥ 1.5 × mlx_lm.server: {ratio:.2f}× — {mark(ratio >= 1.5)}")
+    if lmx and lmx.turn_ttft_ms:
+        speedup = lmx.turn_ttft_ms[0] / lmx.turn_ttft_ms[1]
+        out.append(f"2nd turn ≥ 5 × faster to first token: {speedup:.1f}× — {mark(speedup >= 5)}")
+    if lmx and lmx.gguf_decode_tps and lmx.decode_tps:
+        ratio = lmx.gguf_decode_tps / lmx.decode_tps
+        out.append(f"GGUF at most 10 % slower than MLX-native: {ratio:.2f}× — {mark(ratio >= 0.9)}")
+    if lmx and lmx.readyz_ms:
+        out.append(
+            f"/readyz p99 < 2 ms under {most} streams: {lmx.readyz_ms[1]:.2f} ms — {mark(lmx.readyz_ms[1] < 2)}"
+        )
+    return out

@@ -1,0 +1,252 @@
+"""One benchmark run: mlx-lm in-process, then LMX, then mlx_lm.server, one after another (never two
+copies of the model in memory), on the same prompts; then the table with ratios and targets."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import platform
+import random
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from inference.benchmarks import http_load, report
+from inference.benchmarks.servers import ROOT, start_lmx, start_peer
+
+
+@dataclass
+class Options:
+    model_id: str
+    model_path: str
+    streams: list[int]
+    prompt_tokens: int = 256
+    gen_tokens: int = 128
+    sweep_prompt_tokens: int = 32  # short prompts: the sweep measures decoding, not prefill
+    conversation_tokens: int = 2000
+    trials: int = 3
+    gguf_id: str | None = None
+    inprocess: bool = True
+    peer: bool = True
+    url: str | None = None  # a running LMX; else one is started
+    workdir: Path = field(default_factory=lambda: ROOT / "var" / "bench")
+
+
+@dataclass
+class SystemResult:
+    ttft_ms: float | None = None
+    prompt_tps: float | None = None
+    decode_tps: float | None = None
+    aggregate: dict[int, float] = field(default_factory=dict)
+    errors: int = 0
+    turn_ttft_ms: tuple[float, float] | None = None  # first and second turn of the long chat
+    readyz_ms: tuple[float, float] | None = None  # p50, p99 while the most streams run
+    gguf_decode_tps: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Prompts:
+    """Distinct random prompts of exact token length (no two requests share a cached prefix)."""
+
+    def __init__(self, tokenizer, length: int, seed: int = 0):
+        self.tokenizer, self.length = tokenizer, length
+        self.rng = random.Random(seed)
+        self.vocab = min(tokenizer.vocab_size, 30000)
+
+    def make(self, length: int | None = None) -> tuple[str, list[int]]:
+        length = length or self.length
+        ids = [self.rng.randrange(16, self.vocab) for _ in range(length + 8)]
+        text = self.tokenizer.decode(ids)
+        ids = self.tokenizer.encode(text)[:length]
+        text = self.tokenizer.decode(ids)
+        return text, self.tokenizer.encode(text)
+
+
+def completion_body(model: str, text: str, max_tokens: int) -> dict:
+    return {
+        "model": model,
+        "prompt": text,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+    }
+
+
+def measure_server(base: str, model: str, prompts: Prompts, opts: Options, *, lmx: bool) -> SystemResult:
+    result = SystemResult()
+    run = asyncio.run
+    warm_text, _ = prompts.make(32)
+    run(http_load.run_streams(base, "/v1/completions", [completion_body(model, warm_text, 8)]))
+
+    singles = []
+    for _ in range(opts.trials):
+        text, ids = prompts.make()
+        (one,), _ = run(
+            http_load.run_streams(base, "/v1/completions", [completion_body(model, text, opts.gen_tokens)])
+        )
+        if one.error:
+            result.errors += 1
+            result.notes.append(one.error)
+            continue
+        singles.append((one.ttft_s, len(ids), one.decode_tps))
+    if singles:
+        result.ttft_ms = statistics.median(s[0] for s in singles) * 1000
+        result.prompt_tps = statistics.median(s[1] / s[0] for s in singles)
+        result.decode_tps = statistics.median(s[2] for s in singles if s[2])
+
+    most = max(opts.streams)
+    for n in opts.streams:
+        # warm-up at this batch size: kernels for new shapes are compiled on first use
+        warm = [completion_body(model, prompts.make(opts.sweep_prompt_tokens)[0], 4) for _ in range(n)]
+        run(http_load.run_streams(base, "/v1/completions", warm))
+        bodies = [
+            completion_body(model, prompts.make(opts.sweep_prompt_tokens)[0], opts.gen_tokens)
+            for _ in range(n)
+        ]
+        if lmx and n == most:
+            results, wall, latencies = run(_streams_with_probe(base, bodies))
+            result.readyz_ms = (
+                http_load.percentile(latencies, 50) * 1000,
+                http_load.percentile(latencies, 99) * 1000,
+            )
+        else:
+            results, wall = run(http_load.run_streams(base, "/v1/completions", bodies))
+        failed = [r for r in results if r.error]
+        result.errors += len(failed)
+        result.notes.extend(r.error for r in failed[:2])
+        result.aggregate[n] = sum(r.tokens for r in results if not r.error) / wall
+
+    result.turn_ttft_ms = run(_conversation(base, model, prompts, opts))
+    return result
+
+
+async def _streams_with_probe(base, bodies):
+    stop = asyncio.Event()
+    poller = asyncio.create_task(http_load.poll(base, "/readyz", stop))
+    results, wall = await http_load.run_streams(base, "/v1/completions", bodies)
+    stop.set()
+    return results, wall, await poller
+
+
+async def _conversation(base: str, model: str, prompts: Prompts, opts: Options) -> tuple[float, float]:
+    """TTFT of the first and of the second turn of a chat whose first message is long."""
+    long_text, _ = prompts.make(opts.conversation_tokens)
+    messages = [{"role": "user", "content": long_text}]
+    body = {"model": model, "messages": messages, "max_tokens": 16, "temperature": 0, "stream": True}
+    (first,), _ = await http_load.run_streams(base, "/v1/chat/completions", [{**body, "ignore_eos": True}])
+    follow = prompts.make(24)[0]
+    messages = [*messages, {"role": "assistant", "content": first.text}, {"role": "user", "content": follow}]
+    (second,), _ = await http_load.run_streams(
+        base, "/v1/chat/completions", [{**body, "messages": messages, "ignore_eos": True}]
+    )
+    if first.ttft_s is None or second.ttft_s is None:
+        raise RuntimeError(f"conversation failed: {first.error or second.error}")
+    return first.ttft_s * 1000, second.ttft_s * 1000
+
+
+def measure_inprocess(opts: Options, prompts: Prompts) -> SystemResult:
+    from inference.benchmarks.inprocess import InProcess
+
+    result = SystemResult()
+    engine = InProcess(opts.model_path)
+    engine.single(prompts.make(32)[1], 8)  # warm-up
+    singles = [engine.single(prompts.make()[1], opts.gen_tokens) for _ in range(opts.trials)]
+    result.ttft_ms = statistics.median(s.ttft_s for s in singles) * 1000
+    result.prompt_tps = statistics.median(s.prompt_tokens / s.ttft_s for s in singles)
+    result.decode_tps = statistics.median(s.decode_tps for s in singles)
+    for n in opts.streams:
+        engine.batch([prompts.make(opts.sweep_prompt_tokens)[1] for _ in range(n)], 4)  # warm-up
+        tokens, wall = engine.batch(
+            [prompts.make(opts.sweep_prompt_tokens)[1] for _ in range(n)], opts.gen_tokens
+        )
+        result.aggregate[n] = tokens / wall
+    engine.close()
+    del engine
+    gc.collect()
+    return result
+
+
+def measure_gguf(base: str, gguf_id: str, prompts: Prompts, opts: Options) -> float | None:
+    with httpx.Client(base_url=base, timeout=None) as http:
+        reply = http.post("/admin/models/load", json={"model": gguf_id})
+        reply.raise_for_status()
+    warm = prompts.make(32)[0]
+    asyncio.run(http_load.run_streams(base, "/v1/completions", [completion_body(gguf_id, warm, 8)]))
+    rates = []
+    for _ in range(opts.trials):
+        (one,), _ = asyncio.run(
+            http_load.run_streams(
+                base, "/v1/completions", [completion_body(gguf_id, prompts.make()[0], opts.gen_tokens)]
+            )
+        )
+        if one.decode_tps:
+            rates.append(one.decode_tps)
+    return statistics.median(rates) if rates else None
+
+
+def machine() -> str:
+    import mlx.core as mx
+
+    device = str(mx.default_device())
+    try:
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        gpu = ""
+    cpu = f"{platform.machine()}, {__import__('os').cpu_count()} cores"
+    return f"{gpu or platform.processor() or 'CPU'} ({cpu}); MLX device {device}"
+
+
+def run(opts: Options, log=print) -> str:
+    from mlx_lm.utils import load_tokenizer  # the tokenizer the servers use
+
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(Path(opts.model_path))
+    results: dict[str, SystemResult] = {}
+    started = time.time()
+
+    if opts.inprocess:
+        log("mlx-lm in-process …")
+        results["inprocess"] = measure_inprocess(opts, Prompts(tokenizer, opts.prompt_tokens, seed=1))
+
+    log("LMX …")
+    served = None if opts.url else start_lmx(opts.model_id, workdir=opts.workdir, streams=max(opts.streams))
+    base = opts.url or served.url
+    try:
+        lmx = measure_server(
+            base, opts.model_id, Prompts(tokenizer, opts.prompt_tokens, seed=2), opts, lmx=True
+        )
+        with httpx.Client(base_url=base, timeout=30) as http:
+            loaded = next(m for m in http.get("/admin/models").json()["models"] if m["loaded"])
+            lmx.notes.insert(0, f"backend {loaded['backend']}")
+        if opts.gguf_id:
+            log("LMX, GGUF copy …")
+            lmx.gguf_decode_tps = measure_gguf(
+                base, opts.gguf_id, Prompts(tokenizer, opts.prompt_tokens, seed=3), opts
+            )
+        results["lmx"] = lmx
+    finally:
+        if served:
+            served.stop()
+
+    if opts.peer:
+        log("mlx_lm.server …")
+        peer = start_peer(opts.model_path, workdir=opts.workdir)
+        try:
+            results["peer"] = measure_server(
+                peer.url, opts.model_path, Prompts(tokenizer, opts.prompt_tokens, seed=4), opts, lmx=False
+            )
+        finally:
+            peer.stop()
+
+    return report.render(opts, results, machine=machine(), seconds=time.time() - started)

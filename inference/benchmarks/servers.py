@@ -1,0 +1,97 @@
+"""The servers under test, each started in its own process on a free port and stopped after."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from inference import conf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# mlx_lm.server with EOS ignored (as mlx_lm.benchmark does in-process), so every request
+# generates exactly max_tokens and the servers compare on equal work.
+PEER = """
+import mlx_lm.server as s
+_load = s.ModelProvider._load
+def _load_no_eos(self, *args, **kwargs):
+    _load(self, *args, **kwargs)
+    self.tokenizer._eos_token_ids = set()
+s.ModelProvider._load = _load_no_eos
+s.main()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    def __init__(self, name: str, argv: list[str], env: dict, port: int, log: Path):
+        self.name, self.port, self.log = name, port, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait(self, path: str, timeout: float = 900) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None or "was not loaded" in self.log.read_text():
+                self.stop()
+                raise RuntimeError(f"{self.name} failed to start:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + path, timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name}: {path} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_lmx(model_id: str, *, workdir: Path, streams: int) -> Served:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LMX_DEFAULT_MODEL": model_id,
+        "LMX_MAX_CONCURRENT": str(max(streams, 1)),
+        "LMX_MAX_QUEUE": str(max(streams, 1) * 2),
+        "LMX_DATA_DIR": str(workdir),
+        "LMX_MODELS_DIR": str(conf.models_dir()),
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    served = Served(
+        "LMX", [sys.executable, "manage.py", "lmx_serve", "--port", str(port)], env, port, workdir / "lmx.log"
+    )
+    served.wait("/readyz")
+    return served
+
+
+def start_peer(model_path: str, *, workdir: Path) -> Served:
+    port = free_port()
+    argv = [sys.executable, "-c", PEER, "--model", model_path, "--port", str(port), "--log-level", "WARNING"]
+    served = Served(
+        "mlx_lm.server", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir / "peer.log"
+    )
+    served.wait("/v1/models")
+    return served
