@@ -362,3 +362,23 @@ def test_official_openai_client_works_unchanged(server):
         caught.value.body["code"] == "model-not-found"
         or caught.value.body["error"]["code"] == "model-not-found"
     )
+
+
+def test_ignore_eos_generates_exactly_max_tokens_for_benchmarks(server):
+    """The model answers this in a few tokens and stops; with ignore_eos it goes on to max_tokens."""
+    body = {
+        "model": MLX_ID,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "temperature": 0,
+        "max_tokens": 40,
+    }
+    with server.client() as http:
+        normal = http.post("/v1/chat/completions", json=body).json()
+        assert normal["choices"][0]["finish_reason"] == "stop"
+        assert normal["usage"]["completion_tokens"] < 40
+        forced = http.post("/v1/chat/completions", json={**body, "ignore_eos": True}).json()
+        assert forced["choices"][0]["finish_reason"] == "length"
+        assert forced["usage"]["completion_tokens"] == 40
+        bad = http.post("/v1/chat/completions", json={**body, "ignore_eos": "yes"})
+        assert bad.status_code == 400 and "ignore_eos" in bad.json()["error"]["message"]
+        assert http.get("/readyz").status_code == 200
