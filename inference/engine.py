@@ -21,15 +21,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from inference import loading
-from inference.errors import (
-    InvalidRequest,
-    LMXError,
-    LmxTimeout,
-    NoModelLoaded,
-    OomUnloaded,
-    ServerBusy,
-    to_lmx_error,
-)
+from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, ServerBusy, to_lmx_error
 from inference.generation import Slot
 from inference.store import ModelSpec
 
@@ -278,16 +270,8 @@ class Engine:
             )
         except BaseException as exc:
             self._drop_model()
-            self.loading = None
             if previous is not None and isinstance(exc, Exception):
                 self._restore(previous, failed=spec.id)
-            if isinstance(exc, RuntimeError | ValueError | KeyError | OSError | TypeError) and not isinstance(
-                exc, LMXError
-            ):
-                raise InvalidRequest(
-                    f"{spec.id} could not be loaded: {exc}. Its files may be corrupt or incomplete, "
-                    "or its architecture is not supported; re-download or re-convert it."
-                ) from exc
             raise
         finally:
             self.loading = None

@@ -28,7 +28,7 @@ def load(spec: ModelSpec):
 
         try:
             model, tokenizer = mlx_load(str(path))
-        except (ValueError, FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+        except (ValueError, OSError, RuntimeError, KeyError) as exc:  # mx.load: RuntimeError on corrupt files
             raise ModelLoadError(f"Cannot load the MLX model at {path.name}: {exc}") from exc
         config, backend = json.loads((path / "config.json").read_text()), "mlx"
     if cpu_blas.should_dequantize():

@@ -18,38 +18,32 @@ LLAMA3_ROPE = {
     "rope_type": "llama3",
 }
 
+LLAMA_3_1_8B = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 128256,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "rope_scaling": LLAMA3_ROPE,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+}
+
 SHAPES: dict[str, dict] = {
-    "llama-3.1-8b": {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "hidden_size": 4096,
-        "num_hidden_layers": 32,
-        "intermediate_size": 14336,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "vocab_size": 128256,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 500000.0,
-        "rope_scaling": LLAMA3_ROPE,
-        "max_position_embeddings": 131072,
-        "tie_word_embeddings": False,
-    },
+    "llama-3.1-8b": LLAMA_3_1_8B,
+    # the same family as 8B, wider and deeper
     "llama-3.3-70b": {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        **LLAMA_3_1_8B,
         "hidden_size": 8192,
         "num_hidden_layers": 80,
         "intermediate_size": 28672,
         "num_attention_heads": 64,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "vocab_size": 128256,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 500000.0,
-        "rope_scaling": LLAMA3_ROPE,
-        "max_position_embeddings": 131072,
-        "tie_word_embeddings": False,
     },
     "qwen3-30b-a3b": {
         "model_type": "qwen3_moe",
