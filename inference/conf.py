@@ -41,5 +41,8 @@ def validate() -> None:
         )
     if get("LMX_MAX_CONCURRENT") < 1 or get("LMX_MAX_QUEUE") < 0:
         raise ImproperlyConfigured("LMX_MAX_CONCURRENT must be >= 1 and LMX_MAX_QUEUE >= 0")
+    for name in ("LMX_CPU_FAST_PATH", "LMX_BATCH_LAYERS"):
+        if str(get(name)).lower() not in ("auto", "on", "off"):
+            raise ImproperlyConfigured(f"{name} must be auto, on or off, not {get(name)!r}")
     if get("LMX_REQUEST_TIMEOUT_S") <= 0:
         raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")

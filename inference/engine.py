@@ -71,6 +71,17 @@ class EngineCounters:
     steps: int = 0
 
 
+@dataclass(frozen=True)
+class MemoryFigures:
+    """MLX allocator figures, read by the engine thread only: on CUDA an allocator query from
+    another thread can wait behind a running step, and whoever asked holds the GIL meanwhile."""
+
+    active: int = 0
+    peak: int = 0
+    cache: int = 0
+    total: int = 0  # device memory; 0 where the backend does not say
+
+
 @dataclass
 class _Command:
     kind: str
@@ -108,6 +119,7 @@ class Engine:
         self.loaded: LoadedModel | None = None
         self.loading: str | None = None
         self.oom_unloaded = False
+        self.memory = MemoryFigures()
         self._slots: dict[int, Slot] = {}
         self._waiting: list[Slot] = []
         self._batch = None
@@ -176,7 +188,14 @@ class Engine:
             self._admitted -= 1
 
     # --- the thread ----------------------------------------------------------------------
+    def _read_memory(self) -> None:
+        self.memory = MemoryFigures(
+            mx.get_active_memory(), mx.get_peak_memory(), mx.get_cache_memory(), self.memory.total
+        )
+
     def _run(self) -> None:
+        self.memory = MemoryFigures(total=loading.device_memory())
+        self._read_memory()
         while not self._stop.is_set():
             busy = bool(self._slots or self._waiting)
             try:
@@ -186,6 +205,7 @@ class Engine:
                 cmd = None
             while cmd is not None:
                 self._handle(cmd)
+                self._read_memory()
                 try:
                     cmd = self._commands.get_nowait()
                 except queue.Empty:
@@ -198,6 +218,7 @@ class Engine:
                 except Exception as exc:  # a failed step must not kill the engine
                     log.exception("Generation step failed")
                     self._fail_all(to_lmx_error(exc))
+                self._read_memory()
         self._fail_all(NoModelLoaded("LMX is shutting down."))
         self._drop_model()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from inference import cpu_blas, gguf
+from inference import batch_layers, cpu_blas, gguf
 from inference.errors import ModelLoadError
 from inference.generation import Slot
 from inference.store import ModelSpec
@@ -34,7 +34,18 @@ def load(spec: ModelSpec):
     if cpu_blas.should_dequantize():
         model = cpu_blas.dequantize(model)
         backend += "+cpu-f32-openblas"
+    if batch_layers.enabled() and batch_layers.apply(model):
+        backend += "+batch-layers"
     return model, tokenizer, config, backend
+
+
+def device_memory() -> int:
+    """Memory of the MLX device in bytes; 0 where the backend does not say."""
+    try:
+        info = mx.device_info()
+    except Exception:  # noqa: BLE001 - some backends have no device_info
+        return 0
+    return int(info.get("memory_size") or info.get("total_memory") or 0)
 
 
 def parameter_bytes(model) -> int:

@@ -21,22 +21,14 @@ _download_locks: dict[str, asyncio.Lock] = {}
 
 
 def memory_snapshot() -> dict:
-    """MLX allocator figures against the device total (RAM on CPU)."""
-    import mlx.core as mx
-
-    total = None
-    try:
-        info = mx.device_info()
-        total = info.get("memory_size") or info.get("total_memory")
-    except Exception:  # noqa: BLE001 - some backends have no device_info
-        total = None
+    """MLX allocator figures (as the engine last read them) against the device total (RAM on CPU)."""
+    mem = get_engine().memory
     system = psutil.virtual_memory()
-    if not total:
-        total = system.total
+    total = mem.total or system.total
     return {
-        "active_gb": round(mx.get_active_memory() / 1e9, 3),
-        "peak_gb": round(mx.get_peak_memory() / 1e9, 3),
-        "cache_gb": round(mx.get_cache_memory() / 1e9, 3),
+        "active_gb": round(mem.active / 1e9, 3),
+        "peak_gb": round(mem.peak / 1e9, 3),
+        "cache_gb": round(mem.cache / 1e9, 3),
         "total_gb": round(total / 1e9, 3),
         "system_used_gb": round((system.total - system.available) / 1e9, 3),
     }

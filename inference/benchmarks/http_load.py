@@ -89,16 +89,74 @@ async def run_streams(base: str, path: str, bodies: list[dict]) -> tuple[list[St
         return list(results), time.perf_counter() - start
 
 
-async def poll(base: str, path: str, stop: asyncio.Event, interval: float = 0.05) -> list[float]:
-    """Latencies (seconds) of GET `path`, one after another, until `stop` is set."""
-    latencies = []
-    async with httpx.AsyncClient(timeout=30) as client:
+class ProbePoller:
+    """GET `path` every `interval` seconds from a process of its own, over one kept-alive
+    connection with a bare socket: the latencies are the server's, not those of a client
+    busy reading the streams under test."""
+
+    def __init__(self, base: str, path: str, interval: float = 0.05):
+        import multiprocessing
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base)
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._results = ctx.Queue()
+        self._process = ctx.Process(
+            target=_poll,
+            args=(url.hostname, url.port, path, interval, self._stop, self._results),
+            daemon=True,
+        )
+
+    def __enter__(self) -> ProbePoller:
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.latencies = self._results.get(timeout=60)
+        self._process.join(10)
+
+
+def _poll(host: str, port: int, path: str, interval: float, stop, results) -> None:
+    import re
+    import socket
+
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    latencies: list[float] = []
+    sock, buffered = None, b""
+    try:
         while not stop.is_set():
+            if sock is None:
+                sock, buffered = socket.create_connection((host, port), timeout=30), b""
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             start = time.perf_counter()
-            await client.get(base + path)
+            try:
+                sock.sendall(request)
+                while b"\r\n\r\n" not in buffered:
+                    buffered += _recv(sock)
+                head, _, rest = buffered.partition(b"\r\n\r\n")
+                length = int(re.search(rb"content-length:\s*(\d+)", head, re.I).group(1))
+                while len(rest) < length:
+                    rest += _recv(sock)
+            except (OSError, ConnectionError):
+                sock.close()
+                sock = None  # the server closed the connection: reconnect, do not count it
+                continue
             latencies.append(time.perf_counter() - start)
-            await asyncio.sleep(interval)
-    return latencies
+            buffered = rest[length:]
+            time.sleep(interval)
+    finally:
+        results.put(latencies)
+        if sock is not None:
+            sock.close()
+
+
+def _recv(sock) -> bytes:
+    data = sock.recv(65536)
+    if not data:
+        raise ConnectionError("closed")
+    return data
 
 
 def percentile(values: list[float], pct: float) -> float | None:

@@ -118,6 +118,7 @@ def build(shape: str, out: Path, *, bits: int = 4, group_size: int = 64, layers:
     model_cls, args_cls = _get_classes(config)
     mx.random.seed(0)
     model = model_cls(args_cls.from_dict(config))  # random init, lazy: nothing computed yet
+    model.set_dtype(mx.bfloat16)  # as the published checkpoints are
     model, config = quantize_model(model, config, group_size, bits)
     # Evaluate layer by layer so the float weights of only one layer exist at a time.
     for layer in model.layers:
@@ -125,6 +126,7 @@ def build(shape: str, out: Path, *, bits: int = 4, group_size: int = 64, layers:
     mx.eval(model.parameters())
     out.mkdir(parents=True, exist_ok=True)
     save_model(out, model, donate_model=True)
+    config["torch_dtype"] = "bfloat16"
     config["lmx_source"] = {"random_weights": True, "shape": shape}
     save_config(config, out / "config.json")
     write_tokenizer(out, config["vocab_size"])

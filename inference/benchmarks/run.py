@@ -127,11 +127,9 @@ def measure_server(base: str, model: str, prompts: Prompts, opts: Options, *, lm
 
 
 async def _streams_with_probe(base, bodies):
-    stop = asyncio.Event()
-    poller = asyncio.create_task(http_load.poll(base, "/readyz", stop))
-    results, wall = await http_load.run_streams(base, "/v1/completions", bodies)
-    stop.set()
-    return results, wall, await poller
+    with http_load.ProbePoller(base, "/readyz") as poller:
+        results, wall = await http_load.run_streams(base, "/v1/completions", bodies)
+    return results, wall, poller.latencies
 
 
 async def _conversation(base: str, model: str, prompts: Prompts, opts: Options) -> tuple[float, float]:

@@ -36,6 +36,12 @@ class Command(BaseCommand):
         log.info("LMX starting on %s:%s", host, port)
         if cpu_blas.should_dequantize():
             log.info("CPU fast path: float32 weights with OpenBLAS (LMX_CPU_FAST_PATH=off to disable)")
+        from inference import batch_layers
+
+        if batch_layers.enabled():
+            log.info(
+                "Batch layers: quantized layers fold the batch into one matmul (LMX_BATCH_LAYERS=off to disable)"
+            )
         runtime.get_engine()
         if model:
             threading.Thread(

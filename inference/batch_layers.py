@@ -1,0 +1,113 @@
+"""Quantized layers shaped for batched decoding.
+
+mlx-lm's models call a quantized linear layer with activations of shape (batch, 1, dims)
+while decoding a batch. MLX's CUDA backend runs that as `batch` separate matrix-vector
+products, each reading the whole weight: 32 streams read every weight 32 times per step.
+Folding the batch into the rows, (batch, dims), gives one matrix product that reads the
+weight once (docs/BENCHMARKS.md, "Why batched decoding was slow"). The results are the same.
+
+For mixture-of-experts blocks at 32 to 256 tokens, computing every expert for the whole batch
+and then picking each token's experts beats mlx-lm's gather of one expert per (token, expert)
+pair; below that the gather wins (measured with `lmx_bench_kernels`).
+
+`apply(model)` swaps these layers in place; parameters and their names do not change.
+LMX_BATCH_LAYERS: `auto` (on with CUDA, where it was measured), `on`, `off`.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchGLU
+
+FOLD_MIN_ROWS = 8  # below this both shapes run the same matrix-vector kernel
+
+
+def enabled() -> bool:
+    from inference import conf
+
+    chosen = str(conf.get("LMX_BATCH_LAYERS")).lower()
+    if chosen in ("on", "off"):
+        return chosen == "on"
+    return mx.cuda.is_available()
+
+
+def _fold(fn, x):
+    if x.ndim <= 2 or x.size // x.shape[-1] < FOLD_MIN_ROWS:
+        return fn(x)
+    lead = x.shape[:-1]
+    y = fn(x.reshape(-1, x.shape[-1]))
+    return y.reshape(*lead, y.shape[-1])
+
+
+class FoldedQuantizedLinear(nn.QuantizedLinear):
+    def __call__(self, x):
+        return _fold(super().__call__, x)
+
+
+class FoldedQuantizedEmbedding(nn.QuantizedEmbedding):
+    """Tied output heads call `as_linear`."""
+
+    def as_linear(self, x):
+        return _fold(super().as_linear, x)
+
+
+def _all_experts(proj: QuantizedSwitchLinear, x: mx.array) -> mx.array:
+    """x (1 or E, rows, in) -> (E, rows, out): every expert applied to every row."""
+    experts = proj["weight"].shape[0]
+    return mx.gather_qmm(
+        x,
+        proj["weight"],
+        proj["scales"],
+        proj.get("biases"),
+        rhs_indices=mx.arange(experts, dtype=mx.uint32),
+        transpose=True,
+        group_size=proj.group_size,
+        bits=proj.bits,
+        mode=proj.mode,
+    )
+
+
+class DenseBatchSwitchGLU(SwitchGLU):
+    """Below `min_rows` tokens mlx-lm's gather is cheaper (few experts are hit); above
+    `max_rows` the wasted work on unchosen experts outweighs reading them once."""
+
+    min_rows = 32
+    max_rows = 256
+
+    def _dense_ok(self, rows: int) -> bool:
+        projs = (self.gate_proj, self.up_proj, self.down_proj)
+        return (
+            self.min_rows <= rows <= self.max_rows
+            and all(isinstance(p, QuantizedSwitchLinear) for p in projs)
+            and all(getattr(p, "global_scale", None) is None and "bias" not in p for p in projs)
+        )
+
+    def __call__(self, x, indices):
+        rows = x.size // x.shape[-1]
+        if not self._dense_ok(rows):
+            return super().__call__(x, indices)
+        top_k = indices.shape[-1]
+        flat = x.reshape(1, rows, x.shape[-1])
+        hidden = self.activation(_all_experts(self.up_proj, flat), _all_experts(self.gate_proj, flat))
+        out = _all_experts(self.down_proj, hidden)  # (experts, rows, dims)
+        chosen = out[indices.reshape(rows, top_k), mx.arange(rows)[:, None]]  # (rows, top_k, dims)
+        return chosen.reshape(*x.shape[:-1], top_k, out.shape[-1])
+
+
+SWAPS = {
+    nn.QuantizedLinear: FoldedQuantizedLinear,
+    nn.QuantizedEmbedding: FoldedQuantizedEmbedding,
+    SwitchGLU: DenseBatchSwitchGLU,
+}
+
+
+def apply(model) -> int:
+    """Swap the layers of `model` in place; returns how many were swapped."""
+    swapped = 0
+    for _, module in model.named_modules():
+        replacement = SWAPS.get(type(module))
+        if replacement is not None:
+            module.__class__ = replacement  # same attributes, new forward
+            swapped += 1
+    return swapped
