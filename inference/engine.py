@@ -23,6 +23,7 @@ import mlx.core as mx
 from inference import loading
 from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, ServerBusy, to_lmx_error
 from inference.generation import Slot
+from inference.prompt_cache import remember
 from inference.store import ModelSpec
 
 log = logging.getLogger("lmx.engine")
@@ -122,6 +123,7 @@ class Engine:
         self.memory = MemoryFigures()
         self._slots: dict[int, Slot] = {}
         self._waiting: list[Slot] = []
+        self._solo = None  # a request decoded alone while nothing else runs (inference.solo)
         self._batch = None
         self._prompt_cache = None
 
@@ -197,7 +199,7 @@ class Engine:
         self.memory = MemoryFigures(total=loading.device_memory())
         self._read_memory()
         while not self._stop.is_set():
-            busy = bool(self._slots or self._waiting)
+            busy = bool(self._slots or self._waiting or self._solo)
             try:
                 # Idle: sleep until a command comes. Busy: only pick up what is already there.
                 cmd = self._commands.get_nowait() if busy else self._commands.get()
@@ -212,7 +214,7 @@ class Engine:
                     cmd = None
             if self._stop.is_set():
                 break
-            if self._slots or self._waiting:
+            if self._slots or self._waiting or self._solo:
                 try:
                     self._step()
                 except Exception as exc:  # a failed step must not kill the engine
@@ -356,6 +358,7 @@ class Engine:
         if self._batch is not None:
             self._batch.close()
         self.loaded = None
+        self._solo = None
         self._batch = None
         self._prompt_cache = None
         gc.collect()
@@ -363,6 +366,9 @@ class Engine:
 
     # --- generation ------------------------------------------------------------------------
     def _fail_all(self, error: LMXError) -> None:
+        if self._solo is not None:
+            self._solo.slot.fail(error)
+            self._solo = None
         for slot in list(self._slots.values()) + self._waiting:
             slot.fail(error)
         if self._batch is not None and self._slots:
@@ -377,15 +383,71 @@ class Engine:
         if slot.cancelled:
             slot.close()
             return
+        if self._solo is None and not self._slots and not self._waiting:
+            self._solo = loading.start_solo(self.loaded, self._prompt_cache, slot)
+            self._count_prompt(slot)
+            return
+        if self._solo is not None:
+            self._solo_to_batch()
         if len(self._slots) >= self.max_concurrent:
             self._waiting.append(slot)
             return
         uid = loading.insert(self._batch, self._prompt_cache, self.loaded, slot)
-        self.counters.prompt_tokens += len(slot.request.prompt_tokens)
-        self.counters.cached_tokens += slot.cached_tokens
+        self._count_prompt(slot)
         self._slots[uid] = slot
 
+    def _count_prompt(self, slot: Slot) -> None:
+        self.counters.prompt_tokens += len(slot.request.prompt_tokens)
+        self.counters.cached_tokens += slot.cached_tokens
+
+    def _solo_to_batch(self) -> None:
+        """A second request came: the one decoded alone joins the batch, token for token."""
+        solo, self._solo = self._solo, None
+        if solo.slot.cancelled:
+            solo.slot.close()
+            return
+        token, finish = solo.handoff()
+        if self._deliver(solo.slot, token, finish):
+            if finish is not None:
+                remember(self._prompt_cache, self.loaded, solo.tokens, solo.cache)
+            return
+        self._slots[loading.resume(self._batch, self.loaded, solo, token)] = solo.slot
+
+    def _deliver(self, slot: Slot, token: int, finish: str | None) -> bool:
+        """Send a token; True when the request is over."""
+        self.counters.generated_tokens += 1
+        done = slot.add_token(token, finish)
+        if finish is not None or done:
+            self.counters.completed += 1
+            return True
+        return False
+
+    def _solo_step(self) -> None:
+        solo = self._solo
+        slot = solo.slot
+        if slot.cancelled:
+            self._solo = None
+            slot.close()
+            return
+        if slot.deadline is not None and time.monotonic() > slot.deadline:
+            self._solo = None
+            slot.fail(
+                LmxTimeout(
+                    f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
+                    "Reduce context length or max_tokens, or switch to a smaller model."
+                )
+            )
+            return
+        token, finish = solo.step()
+        self.counters.steps += 1
+        if self._deliver(slot, token, finish):
+            self._solo = None
+            remember(self._prompt_cache, self.loaded, solo.tokens, solo.cache)
+
     def _step(self) -> None:
+        if self._solo is not None:
+            self._solo_step()
+            return
         now = time.monotonic()
         # Cancelled, timed-out and finished slots leave before the next step, so a
         # disconnect costs at most the step that was already running.
@@ -432,7 +494,7 @@ class Engine:
             self.counters.generated_tokens += 1
             done = slot.add_token(r.token, r.finish_reason)
             if r.finish_reason is not None:
-                loading.remember(self._prompt_cache, self.loaded, r.all_tokens, r.prompt_cache)
+                remember(self._prompt_cache, self.loaded, r.all_tokens, r.prompt_cache)
                 del self._slots[r.uid]
                 self.counters.completed += 1
             elif done:
@@ -442,6 +504,6 @@ class Engine:
             for uid in finished:
                 cache, tokens = caches.get(uid, (None, None))
                 if cache is not None:
-                    loading.remember(self._prompt_cache, self.loaded, tokens, cache)
+                    remember(self._prompt_cache, self.loaded, tokens, cache)
                 del self._slots[uid]
                 self.counters.completed += 1

@@ -14,6 +14,8 @@ from mlx.utils import tree_flatten
 from inference import batch_layers, cpu_blas, gguf
 from inference.errors import ModelLoadError
 from inference.generation import Slot
+from inference.prompt_cache import nearest_cache
+from inference.solo import Solo
 from inference.store import ModelSpec
 
 
@@ -73,7 +75,7 @@ def make_batch(model, *, max_concurrent: int, cache_size: int, cache_bytes: int)
     return batch, LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
 
 
-def _sampler(request):
+def sampler(request):
     """Greedy at temperature 0; otherwise top-p sampling, with a private key when seeded so the
     same seed gives the same text whatever else shares the batch."""
     from mlx_lm.sample_utils import apply_top_p
@@ -95,7 +97,7 @@ def _sampler(request):
     return sample
 
 
-def _processors(request):
+def processors(request):
     from mlx_lm.sample_utils import make_logits_processors
 
     return make_logits_processors(
@@ -105,37 +107,69 @@ def _processors(request):
     )
 
 
+def stop_tokens(loaded, request) -> list[tuple[int]]:
+    return [] if request.ignore_eos else [(t,) for t in loaded.tokenizer.eos_token_ids]
+
+
 def insert(batch, prompt_cache, loaded, slot: Slot) -> int:
     """Put a request into the running batch, reusing the longest cached prefix."""
-    from mlx_lm.generate import StopSequences, make_stop_sequences
-    from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
-
     request = slot.request
     tokens = list(request.prompt_tokens)
-    cache, rest = prompt_cache.fetch_nearest_cache(loaded.spec.id, tokens)
-    if cache is not None and not rest:
-        # An exact hit: the model still needs the last token to produce the next one.
-        if can_trim_prompt_cache(cache):
-            trim_prompt_cache(cache, 1)
-            rest = tokens[-1:]
-        else:
-            cache, rest = None, tokens
+    cache, rest = nearest_cache(prompt_cache, loaded.spec.id, tokens)
     cached = len(tokens) - len(rest)
-    (uid,) = batch.insert(
-        [rest],
-        max_tokens=[request.max_tokens],
-        caches=[cache] if cache is not None else None,
-        all_tokens=[tokens[:cached]],
-        samplers=[_sampler(request)],
-        logits_processors=[_processors(request)],
-        stop_sequences=[StopSequences([]) if request.ignore_eos else make_stop_sequences(loaded.tokenizer)],
+    uid = _insert(
+        batch,
+        loaded,
+        prompt=rest,
+        cache=cache,
+        in_cache=tokens[:cached],
+        max_tokens=request.max_tokens,
+        sampler=sampler(request),
+        processors=processors(request),
+        request=request,
     )
     slot.started(cached)
     return uid
 
 
-def remember(prompt_cache, loaded, tokens, cache) -> None:
-    """Keep a finished request's KV cache so a follow-up turn starts from it."""
-    if loaded is None or cache is None or not tokens:
-        return
-    prompt_cache.insert_cache(loaded.spec.id, list(tokens), cache)
+def start_solo(loaded, prompt_cache, slot: Slot) -> Solo:
+    request = slot.request
+    return Solo(
+        loaded,
+        slot,
+        prompt_cache,
+        sampler=sampler(request),
+        processors=processors(request),
+        stop_tokens={t[0] for t in stop_tokens(loaded, request)},
+    )
+
+
+def resume(batch, loaded, solo: Solo, token: int) -> int:
+    """Move a request decoded alone into the batch: its cache, and `token` (sent, not yet in
+    the cache) as the prompt."""
+    return _insert(
+        batch,
+        loaded,
+        prompt=[token],
+        cache=solo.cache,
+        in_cache=solo.tokens,
+        max_tokens=solo.remaining,
+        sampler=solo.sampler,
+        processors=solo.processors,
+        request=solo.slot.request,
+    )
+
+
+def _insert(batch, loaded, *, prompt, cache, in_cache, max_tokens, sampler, processors, request) -> int:
+    from mlx_lm.generate import StopSequences
+
+    (uid,) = batch.insert(
+        [prompt],
+        max_tokens=[max_tokens],
+        caches=[cache] if cache is not None else None,
+        all_tokens=[list(in_cache)],
+        samplers=[sampler],
+        logits_processors=[processors],
+        stop_sequences=[StopSequences(stop_tokens(loaded, request))],
+    )
+    return uid

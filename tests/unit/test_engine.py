@@ -128,3 +128,55 @@ def test_mlx_folder_path_is_real(model_store):
         Path(spec.path).is_dir()
         and spec.parameter_count == describe_gguf(model_store / GGUF_ID, GGUF_ID).parameter_count
     )
+
+
+def _spied_slot(engine: Engine, prompt: str, n: int, tokens: list[int], **sampling) -> Slot:
+    tokenizer = engine.loaded.tokenizer
+    slot = Slot(
+        GenerationRequest(tokenizer.encode(prompt), n, ignore_eos=True, **sampling),
+        detokenizer=tokenizer.detokenizer,
+        eos_token_ids=tokenizer.eos_token_ids,
+    )
+    original = slot.add_token
+
+    def spy(token, finish_reason):
+        tokens.append(token)
+        return original(token, finish_reason)
+
+    slot.add_token = spy
+    return slot
+
+
+def _run_together(engine: Engine, first: tuple, second: tuple | None, *, join_after: int) -> list[list[int]]:
+    """Run `first`; once it has sent `join_after` tokens, submit `second` beside it."""
+    outputs: list[list[int]] = [[], []]
+
+    async def run():
+        slot = _spied_slot(engine, *first[:2], outputs[0], **first[2])
+        engine.submit(slot)
+        other = None
+        async for _event in slot.events():
+            if second is not None and other is None and len(outputs[0]) >= join_after:
+                other = _spied_slot(engine, *second[:2], outputs[1], **second[2])
+                engine.submit(other)
+        if other is not None:
+            async for _event in other.events():
+                pass
+
+    asyncio.run(run())
+    return outputs
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.9, "seed": 7}])
+def test_a_request_running_alone_keeps_its_tokens_when_another_joins(engine, model_store, sampling):
+    """A lone request decodes outside the batch; when a second one arrives it moves into the
+    batch without losing, repeating or changing a token (seeded sampling included)."""
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    first = ("The capital of France is", 12, sampling)
+    second = ("Cats are", 6, {"temperature": 0})
+    alone, _ = _run_together(engine, first, None, join_after=0)
+    second_alone, _ = _run_together(engine, second, None, join_after=0)
+    joined, beside = _run_together(engine, first, second, join_after=3)
+    assert len(alone) == 12
+    assert joined == alone
+    assert beside == second_alone

@@ -1,0 +1,94 @@
+"""One request decoded on its own, the way mlx-lm's `generate_step` does it.
+
+A batch of one still pays for the batch: per-sequence offsets for RoPE, an attention mask, a
+left-padded cache. On an H200 that costs a third of single-stream speed (Llama-3.1-8B: 110
+against 173 tok/s, docs/BENCHMARKS.md). So a request that arrives while nothing else runs is
+decoded alone with a plain KV cache; when a second request comes, `handoff()` moves it into
+the batch with its cache, losing no token and no step of its sampler.
+
+Invariant between steps: `cache` holds `tokens`; `pending` is the next token, sampled and
+being computed, not yet in the cache nor sent.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from inference.generation import Slot
+from inference.prompt_cache import nearest_cache
+
+PREFILL_STEP = 2048
+
+
+def _greedy(logprobs: mx.array) -> mx.array:
+    return mx.argmax(logprobs, axis=-1)
+
+
+class Solo:
+    def __init__(self, loaded, slot: Slot, prompt_cache, *, sampler, processors, stop_tokens: set[int]):
+        from mlx_lm.models.cache import make_prompt_cache
+
+        self.slot = slot
+        self.model = loaded.model
+        self.sampler = sampler
+        self.processors = processors
+        self.stop_tokens = stop_tokens
+        request = slot.request
+        self.remaining = request.max_tokens
+        tokens = list(request.prompt_tokens)
+        cache, rest = nearest_cache(prompt_cache, loaded.spec.id, tokens)
+        self.cache = cache if cache is not None else make_prompt_cache(self.model)
+        self.cached = len(tokens) - len(rest)
+        self.tokens = tokens[: self.cached]
+        self.context = mx.array(self.tokens, dtype=mx.uint32)  # only for logits processors
+        slot.started(self.cached)
+        self._prefill(rest[:-1], total=len(tokens))
+        self.pending = self._feed(mx.array(rest[-1:], dtype=mx.uint32))
+        self.tokens.append(rest[-1])
+
+    def _prefill(self, tokens: list[int], *, total: int) -> None:
+        while tokens:
+            chunk, tokens = tokens[:PREFILL_STEP], tokens[PREFILL_STEP:]
+            self.model(mx.array([chunk], dtype=mx.uint32), cache=self.cache)
+            mx.eval([c.state for c in self.cache])
+            self.tokens += chunk
+            if self.processors:
+                self.context = mx.concatenate([self.context, mx.array(chunk, dtype=mx.uint32)])
+            self.slot.prompt_progress(len(self.tokens), total)
+            mx.clear_cache()
+
+    def _feed(self, token: mx.array) -> mx.array:
+        """Put `token` (shape (1,)) into the cache; returns the next token, being computed."""
+        logits = self.model(token[None], cache=self.cache)[:, -1, :]
+        if self.processors:
+            self.context = mx.concatenate([self.context, token])
+            for processor in self.processors:
+                logits = processor(self.context, logits)
+        logprobs = logits - mx.logsumexp(logits, keepdims=True)
+        sampled = (self.sampler or _greedy)(logprobs)
+        mx.async_eval(sampled)
+        return sampled
+
+    def _take(self) -> tuple[int, str | None]:
+        """The pending token as an int, with why generation ends there (if it does)."""
+        mx.eval(self.pending)  # lets the GIL go while the device works
+        token = self.pending.item()
+        self.remaining -= 1
+        if token in self.stop_tokens:
+            return token, "stop"
+        return token, "length" if self.remaining <= 0 else None
+
+    def step(self) -> tuple[int, str | None]:
+        """Send the pending token; the one after it is computed meanwhile."""
+        current = self.pending
+        following = self._feed(current) if self.remaining > 1 else None
+        token, finish = self._take()
+        if following is not None:
+            self.tokens.append(token)  # it went into the cache
+        self.pending = following
+        return token, finish
+
+    def handoff(self) -> tuple[int, str | None]:
+        """The pending token, for the caller to send before it inserts the rest into the batch
+        with `cache` (which holds `tokens`) and that token as the prompt."""
+        return self._take()
