@@ -408,8 +408,7 @@ class Engine:
             return
         token, finish = solo.handoff()
         if self._deliver(solo.slot, token, finish):
-            if finish is not None:
-                remember(self._prompt_cache, self.loaded, solo.tokens, solo.cache)
+            remember(self._prompt_cache, self.loaded, solo.tokens, solo.cache)
             return
         self._slots[loading.resume(self._batch, self.loaded, solo, token)] = solo.slot
 
@@ -431,12 +430,7 @@ class Engine:
             return
         if slot.deadline is not None and time.monotonic() > slot.deadline:
             self._solo = None
-            slot.fail(
-                LmxTimeout(
-                    f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
-                    "Reduce context length or max_tokens, or switch to a smaller model."
-                )
-            )
+            slot.fail(_timed_out(slot))
             return
         token, finish = solo.step()
         self.counters.steps += 1
@@ -458,12 +452,7 @@ class Engine:
                 slot.close()
             elif slot.deadline is not None and now > slot.deadline:
                 removed.append(uid)
-                slot.fail(
-                    LmxTimeout(
-                        f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
-                        "Reduce context length or max_tokens, or switch to a smaller model."
-                    )
-                )
+                slot.fail(_timed_out(slot))
         for slot in list(self._waiting):
             if slot.cancelled or (slot.deadline is not None and now > slot.deadline):
                 self._waiting.remove(slot)
@@ -507,3 +496,10 @@ class Engine:
                     remember(self._prompt_cache, self.loaded, tokens, cache)
                 del self._slots[uid]
                 self.counters.completed += 1
+
+
+def _timed_out(slot: Slot) -> LmxTimeout:
+    return LmxTimeout(
+        f"The request exceeded LMX_REQUEST_TIMEOUT_S after {slot.generated} tokens. "
+        "Reduce context length or max_tokens, or switch to a smaller model."
+    )
