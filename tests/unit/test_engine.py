@@ -27,23 +27,29 @@ def engine():
     eng.stop_and_join()
 
 
-def _greedy_tokens(engine: Engine, prompt: str, n: int) -> list[int]:
+def _spied_slot(engine: Engine, prompt: str, n: int, tokens: list[int], **request) -> Slot:
+    """A slot whose generated tokens are also appended to `tokens`."""
     tokenizer = engine.loaded.tokenizer
+    slot = Slot(
+        GenerationRequest(tokenizer.encode(prompt), n, **request),
+        detokenizer=tokenizer.detokenizer,
+        eos_token_ids=tokenizer.eos_token_ids,
+    )
+    original = slot.add_token
+
+    def spy(token, finish_reason):
+        tokens.append(token)
+        return original(token, finish_reason)
+
+    slot.add_token = spy
+    return slot
+
+
+def _greedy_tokens(engine: Engine, prompt: str, n: int) -> list[int]:
     tokens: list[int] = []
 
     async def run():
-        slot = Slot(
-            GenerationRequest(tokenizer.encode(prompt), n, temperature=0),
-            detokenizer=tokenizer.detokenizer,
-            eos_token_ids=tokenizer.eos_token_ids,
-        )
-        original = slot.add_token
-
-        def spy(token, finish_reason):
-            tokens.append(token)
-            return original(token, finish_reason)
-
-        slot.add_token = spy
+        slot = _spied_slot(engine, prompt, n, tokens, temperature=0)
         engine.submit(slot)
         async for _event in slot.events():
             pass
@@ -130,34 +136,17 @@ def test_mlx_folder_path_is_real(model_store):
     )
 
 
-def _spied_slot(engine: Engine, prompt: str, n: int, tokens: list[int], **sampling) -> Slot:
-    tokenizer = engine.loaded.tokenizer
-    slot = Slot(
-        GenerationRequest(tokenizer.encode(prompt), n, ignore_eos=True, **sampling),
-        detokenizer=tokenizer.detokenizer,
-        eos_token_ids=tokenizer.eos_token_ids,
-    )
-    original = slot.add_token
-
-    def spy(token, finish_reason):
-        tokens.append(token)
-        return original(token, finish_reason)
-
-    slot.add_token = spy
-    return slot
-
-
 def _run_together(engine: Engine, first: tuple, second: tuple | None, *, join_after: int) -> list[list[int]]:
     """Run `first`; once it has sent `join_after` tokens, submit `second` beside it."""
     outputs: list[list[int]] = [[], []]
 
     async def run():
-        slot = _spied_slot(engine, *first[:2], outputs[0], **first[2])
+        slot = _spied_slot(engine, *first[:2], outputs[0], ignore_eos=True, **first[2])
         engine.submit(slot)
         other = None
         async for _event in slot.events():
             if second is not None and other is None and len(outputs[0]) >= join_after:
-                other = _spied_slot(engine, *second[:2], outputs[1], **second[2])
+                other = _spied_slot(engine, *second[:2], outputs[1], ignore_eos=True, **second[2])
                 engine.submit(other)
         if other is not None:
             async for _event in other.events():
