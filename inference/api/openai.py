@@ -56,8 +56,22 @@ class GenerationConsumer(JsonConsumer):
     ) -> dict | None:
         raise NotImplementedError
 
-    def full(self, rid: str, model: str, created: int, text: str, finish: str, stats) -> dict:
+    full_object = ""  # the non-streamed response's object name
+
+    def full_choice(self, text: str) -> dict:
         raise NotImplementedError
+
+    def full(self, rid: str, model: str, created: int, text: str, finish: str, stats) -> dict:
+        choice = {"index": 0, **self.full_choice(text), "finish_reason": finish, "logprobs": None}
+        return envelope(
+            rid,
+            self.full_object,
+            created,
+            model,
+            [choice],
+            usage=serving.usage(stats),
+            stats=stats.as_dict(),
+        )
 
     async def post(self, body: bytes) -> None:
         req = self.parse(self.parse_json(body))
@@ -132,6 +146,7 @@ class GenerationConsumer(JsonConsumer):
 
 class ChatCompletionsConsumer(GenerationConsumer):
     object_name = "chat.completion.chunk"
+    full_object = "chat.completion"
     id_prefix = "chatcmpl"
 
     def parse(self, data: dict):
@@ -142,22 +157,13 @@ class ChatCompletionsConsumer(GenerationConsumer):
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return envelope(rid, "chat.completion.chunk", created, model, [choice])
 
-    def full(self, rid, model, created, text, finish, stats):
-        message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-        return envelope(
-            rid,
-            "chat.completion",
-            created,
-            model,
-            [choice],
-            usage=serving.usage(stats),
-            stats=stats.as_dict(),
-        )
+    def full_choice(self, text):
+        return {"message": {"role": "assistant", "content": text}}
 
 
 class CompletionsConsumer(GenerationConsumer):
     object_name = "text_completion"
+    full_object = "text_completion"
     id_prefix = "cmpl"
 
     def parse(self, data: dict):
@@ -169,14 +175,5 @@ class CompletionsConsumer(GenerationConsumer):
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         return envelope(rid, "text_completion", created, model, [choice])
 
-    def full(self, rid, model, created, text, finish, stats):
-        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-        return envelope(
-            rid,
-            "text_completion",
-            created,
-            model,
-            [choice],
-            usage=serving.usage(stats),
-            stats=stats.as_dict(),
-        )
+    def full_choice(self, text):
+        return {"text": text}
