@@ -101,14 +101,15 @@ class Slot:
         self.deadline = (time.monotonic() + request.timeout_s) if request.timeout_s else None
         self.on_release: Callable[[], None] | None = None
         self.wake_engine: Callable[[], None] | None = None
+        self.outbox: Outbox | None = None  # set by the engine: events leave once per step
         self._released = False
 
     # --- engine side ---------------------------------------------------------------------
     def _push(self, item) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the handler's loop is gone: nobody is listening
-            self.cancelled = True
+        if self.outbox is not None:
+            self.outbox.put(self, item)
+        else:
+            Outbox.send(self.loop, [(self, [item])])
 
     def _release(self) -> None:
         if not self._released:
@@ -187,3 +188,47 @@ class Slot:
             yield item
             if item[0] in ("done", "error"):
                 return
+
+
+class Outbox:
+    """The events of one engine step, handed to each event loop in one callback.
+
+    One wake-up per step rather than one per token: each `call_soon_threadsafe` writes to the
+    loop's self-pipe, a system call that lets the GIL go, and getting it back behind the busy
+    engine thread costs up to the interpreter's switch interval. Used by the engine thread only.
+    """
+
+    def __init__(self):
+        self._items: list[tuple[Slot, tuple]] = []
+
+    def put(self, slot: Slot, item: tuple) -> None:
+        self._items.append((slot, item))
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, dict[Slot, list[tuple]]] = {}
+        for slot, item in items:
+            by_loop.setdefault(slot.loop, {}).setdefault(slot, []).append(item)
+        for loop, per_slot in by_loop.items():
+            self.send(loop, list(per_slot.items()))
+
+    @staticmethod
+    def send(loop: asyncio.AbstractEventLoop, turns: list[tuple[Slot, list[tuple]]]) -> None:
+        try:
+            loop.call_soon_threadsafe(_hand_out, turns, loop)
+        except RuntimeError:  # the handlers' loop is gone: nobody is listening
+            for slot, _ in turns:
+                slot.cancelled = True
+
+
+def _hand_out(turns: list[tuple[Slot, list[tuple]]], loop: asyncio.AbstractEventLoop) -> None:
+    """One stream per turn of the event loop. Woken together, 32 streams would format and
+    write their chunks in one turn, and a probe that arrives meanwhile waits for all of them;
+    one at a time, the loop polls its sockets between streams."""
+    (slot, items), rest = turns[0], turns[1:]
+    for item in items:
+        slot.queue.put_nowait(item)
+    if rest:
+        loop.call_soon(_hand_out, rest, loop)

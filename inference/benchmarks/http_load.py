@@ -94,7 +94,7 @@ class ProbePoller:
     connection with a bare socket: the latencies are the server's, not those of a client
     busy reading the streams under test."""
 
-    def __init__(self, base: str, path: str, interval: float = 0.05):
+    def __init__(self, base: str, path: str, interval: float = 0.01):
         import multiprocessing
         from urllib.parse import urlsplit
 

@@ -169,3 +169,51 @@ def test_a_request_running_alone_keeps_its_tokens_when_another_joins(engine, mod
     assert len(alone) == 12
     assert joined == alone
     assert beside == second_alone
+
+
+def test_a_step_of_many_streams_reaches_the_event_loop_in_one_wake_up(engine, model_store):
+    """Every stream gets all its text, and the event loop (which also answers /readyz) is woken
+    once per engine step, not once per token of every stream."""
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    tokenizer = engine.loaded.tokenizer
+    prompts = ["The capital of France is", "Cats are", "One, two,", "Water boils at"]
+    wake_ups = 0
+
+    async def collect(slot: Slot) -> tuple[str, tuple]:
+        text, last = "", None
+        async for event in slot.events():
+            if event[0] == "text":
+                text += event[1]
+            last = event
+        return text, last[:2]
+
+    async def run():
+        nonlocal wake_ups
+        loop = asyncio.get_running_loop()
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counted(*args, **kwargs):
+            nonlocal wake_ups
+            wake_ups += 1
+            return call_soon_threadsafe(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted
+        slots = [
+            Slot(
+                GenerationRequest(tokenizer.encode(p), 5, temperature=0, ignore_eos=True),
+                detokenizer=tokenizer.detokenizer,
+                eos_token_ids=tokenizer.eos_token_ids,
+            )
+            for p in prompts
+        ]
+        steps = engine.counters.steps
+        for slot in slots:
+            engine.submit(slot)
+        results = await asyncio.gather(*(collect(s) for s in slots))
+        return results, engine.counters.steps - steps
+
+    results, steps = asyncio.run(run())
+    assert [end for _, end in results] == [("done", "length")] * len(prompts)
+    assert all(text.strip() for text, _ in results)
+    # one wake-up per step, plus one per admission (its "start" event); per token it was 28
+    assert wake_ups <= steps + len(prompts)
