@@ -216,7 +216,8 @@ def test_load_and_unload_from_the_page_change_the_list_and_the_gauge(
     expect(model_row(page, MLX_ID).locator(".state")).to_have_text("idle")
     expect(model_row(page, MLX_ID).get_by_role("button")).to_have_text("Load")
     expect(page.locator("#loaded-model")).to_have_text("no model loaded")
-    assert wait_for(lambda: gauge(page)[1] < used_loaded - 0.1, timeout=10)
+    # the model is most of what MLX holds: 0.1 GB quantized, 0.5 GB on the float32 CPU path
+    assert wait_for(lambda: gauge(page)[1] < used_loaded / 2, timeout=10)
     _, used_empty, _ = gauge(page)
     with srv.client() as http:
         assert http.get("/readyz").status_code == 503
@@ -226,7 +227,7 @@ def test_load_and_unload_from_the_page_change_the_list_and_the_gauge(
     expect(model_row(page, GGUF_ID).locator(".state .spinner")).to_be_visible()
     expect(model_row(page, GGUF_ID).locator(".state")).to_have_text("loaded", timeout=120_000)
     expect(page.locator("#loaded-model")).to_contain_text(GGUF_ID)
-    assert wait_for(lambda: gauge(page)[1] > used_empty + 0.1, timeout=10)
+    assert wait_for(lambda: gauge(page)[1] > used_empty + used_loaded / 2, timeout=10)  # same weights
     with srv.client() as http:
         assert http.get("/readyz").json()["model"] == GGUF_ID
 

@@ -135,7 +135,12 @@ def test_guardian_unloads_at_critical_and_every_stream_ends_with_oom_unloaded(ma
     prober = threading.Thread(target=probe)
     prober.start()
     with srv.client() as http:
-        assert http.post("/admin/memory", json={"warning_pct": 0.5, "critical_pct": 1}).status_code == 200
+        pct = http.get("/admin/memory").json()["pct"]  # the model alone is 0.4-2 % of this machine
+        assert pct > 0
+        assert (
+            http.post("/admin/memory", json={"warning_pct": pct / 4, "critical_pct": pct / 2}).status_code
+            == 200
+        )
     for t in threads:
         t.join(60)
     prober.join(30)
@@ -146,7 +151,7 @@ def test_guardian_unloads_at_critical_and_every_stream_ends_with_oom_unloaded(ma
         assert chunks[-1] == "[DONE]"
         assert json.loads(chunks[-2])["error"]["code"] == "oom-unloaded"
     critical = wait_for(lambda: [e for e in events.events if e["type"] == "memory_critical"], timeout=5)
-    assert critical[0]["action"] == "model_unloaded" and critical[0]["pct"] >= 1
+    assert critical[0]["action"] == "model_unloaded" and critical[0]["pct"] >= pct / 2
     assert any(e["type"] == "model_event" and e["action"] == "unloaded" for e in events.events)
     with srv.client() as http:
         ready = http.get("/readyz")
@@ -167,7 +172,9 @@ def test_memory_warning_is_logged_once_per_crossing(make_server):
     srv = make_server(env={"LMX_EVENTS_MEMORY_S": "1"}, default_model=MLX_ID, wait_ready=True)
     events = SSEReader(srv.url)
     with srv.client() as http:
-        http.post("/admin/memory", json={"warning_pct": 0.5, "critical_pct": 99})
+        pct = http.get("/admin/memory").json()["pct"]
+        assert pct > 0
+        http.post("/admin/memory", json={"warning_pct": pct / 2, "critical_pct": 99})
         assert wait_for(lambda: events.of("memory_warning"), timeout=6)
         time.sleep(3)  # several more ticks above the threshold
     events.close()
