@@ -31,8 +31,9 @@ log = logging.getLogger("lmx.engine")
 
 # The engine thread builds each step's graph in Python and holds the GIL meanwhile; the event
 # loop, which answers /readyz, needs it back after every system call, and CPython makes it wait
-# up to the switch interval (5 ms by default). Measured on the H200, 32 streams of Llama-3.1-8B:
-# /readyz p99 9 ms at 5 ms, 6.5 at 1 ms, 2.7-4.5 at 0.2 ms, same throughput (docs/BENCHMARKS.md).
+# up to the switch interval (5 ms by default). Measured on an H100, 32 streams of Llama-3.1-8B:
+# /readyz p90 12 ms at 5 ms, 6.5 at 1 ms, 2.7-5 at 0.2 ms, no better below; same throughput
+# (docs/BENCHMARKS.md).
 SWITCH_INTERVAL_S = 0.0002
 
 
@@ -138,6 +139,7 @@ class Engine:
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Engine:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        _freeze_heap()
         self._thread.start()
         return self
 
@@ -304,6 +306,7 @@ class Engine:
                 cache_size=self.prompt_cache_size,
                 cache_bytes=self.prompt_cache_bytes,
             )
+            _freeze_heap()
         except BaseException as exc:
             self._drop_model()
             if previous is not None and isinstance(exc, Exception):
@@ -374,7 +377,8 @@ class Engine:
         self._solo = None
         self._batch = None
         self._prompt_cache = None
-        gc.collect()
+        gc.unfreeze()  # the model's objects were frozen with the rest: let them go
+        _freeze_heap()
         mx.clear_cache()
 
     # --- generation ------------------------------------------------------------------------
@@ -509,6 +513,15 @@ class Engine:
                     remember(self._prompt_cache, self.loaded, tokens, cache)
                 del self._slots[uid]
                 self.counters.completed += 1
+
+
+def _freeze_heap() -> None:
+    """Collect, then move every object left to the permanent generation. Django, Twisted and
+    the model leave ~150k long-lived objects, and a full collection walks them all holding the
+    GIL: ~100 ms on a 2-core CPU, a pause every stream and probe feels. Frozen, they are
+    skipped (the slowest full collections 79-95 ms -> 3-7 ms there, docs/BENCHMARKS.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _timed_out(slot: Slot) -> LmxTimeout:

@@ -100,16 +100,19 @@ class ProbePoller:
 
         url = urlsplit(base)
         ctx = multiprocessing.get_context("spawn")
-        self._stop = ctx.Event()
+        self._ready, self._stop = ctx.Event(), ctx.Event()
         self._results = ctx.Queue()
         self._process = ctx.Process(
             target=_poll,
-            args=(url.hostname, url.port, path, interval, self._stop, self._results),
+            args=(url.hostname, url.port, path, interval, self._ready, self._stop, self._results),
             daemon=True,
         )
 
     def __enter__(self) -> ProbePoller:
         self._process.start()
+        # a spawned process takes a while to start: measure the whole run, not only its tail
+        if not self._ready.wait(60):
+            raise TimeoutError("the probe process did not start within 60 s")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -118,7 +121,7 @@ class ProbePoller:
         self._process.join(10)
 
 
-def _poll(host: str, port: int, path: str, interval: float, stop, results) -> None:
+def _poll(host: str, port: int, path: str, interval: float, ready, stop, results) -> None:
     import re
     import socket
 
@@ -144,6 +147,7 @@ def _poll(host: str, port: int, path: str, interval: float, stop, results) -> No
                 sock = None  # the server closed the connection: reconnect, do not count it
                 continue
             latencies.append(time.perf_counter() - start)
+            ready.set()
             buffered = rest[length:]
             time.sleep(interval)
     finally:
