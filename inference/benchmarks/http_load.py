@@ -117,7 +117,8 @@ class ProbePoller:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self.latencies = self._results.get(timeout=60)
+        self.samples: list[tuple[float, float]] = self._results.get(timeout=60)  # (time.time(), s)
+        self.latencies = [latency for _, latency in self.samples]
         self._process.join(10)
 
 
@@ -126,14 +127,14 @@ def _poll(host: str, port: int, path: str, interval: float, ready, stop, results
     import socket
 
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-    latencies: list[float] = []
+    samples: list[tuple[float, float]] = []
     sock, buffered = None, b""
     try:
         while not stop.is_set():
             if sock is None:
                 sock, buffered = socket.create_connection((host, port), timeout=30), b""
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            start = time.perf_counter()
+            sent, start = time.time(), time.perf_counter()
             try:
                 sock.sendall(request)
                 while b"\r\n\r\n" not in buffered:
@@ -146,12 +147,12 @@ def _poll(host: str, port: int, path: str, interval: float, ready, stop, results
                 sock.close()
                 sock = None  # the server closed the connection: reconnect, do not count it
                 continue
-            latencies.append(time.perf_counter() - start)
+            samples.append((sent, time.perf_counter() - start))
             ready.set()
             buffered = rest[length:]
             time.sleep(interval)
     finally:
-        results.put(latencies)
+        results.put(samples)
         if sock is not None:
             sock.close()
 

@@ -67,10 +67,11 @@ class Served:
                 self.proc.wait()
 
 
-def start_lmx(model_id: str, *, workdir: Path, streams: int) -> Served:
+def start_lmx(model_id: str, *, workdir: Path, streams: int, extra_env: dict | None = None) -> Served:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "LMX_DEFAULT_MODEL": model_id,
         "LMX_MAX_CONCURRENT": str(max(streams, 1)),
         "LMX_MAX_QUEUE": str(max(streams, 1) * 2),

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import threading
 
 from django.core.management.base import BaseCommand
@@ -30,6 +31,10 @@ class Command(BaseCommand):
 
         conf.validate()
         cpu_blas.preload_and_reexec()
+        if os.environ.get("LMX_BENCH_HOOK"):  # set by lmx_bench_probe only
+            from inference.benchmarks import server_hook
+
+            server_hook.install(os.environ["LMX_BENCH_HOOK"])
         host = host or conf.get("LMX_HOST")
         port = port or conf.get("LMX_PORT")
         model = conf.get("LMX_DEFAULT_MODEL") if model is None else model

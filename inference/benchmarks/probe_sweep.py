@@ -1,0 +1,132 @@
+"""`/readyz` latency while N streams run, on one LMX server, under several run-time settings.
+
+Every setting runs on the same process (one load, kernels compiled once): the settings reach the
+server through the benchmark hook (inference/benchmarks/server_hook.py). For each row: aggregate
+tokens per second, probe percentiles, where the slowest probes fell in the run, the collections
+the garbage collector made, and (setting `gil`) how often a thread of the server waited > 10 ms
+for the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inference.benchmarks import http_load
+from inference.benchmarks.run import Prompts, completion_body
+from inference.benchmarks.servers import start_lmx
+
+COMMANDS = ("switch", "freeze", "unfreeze", "gil")
+
+
+@dataclass
+class Row:
+    setting: str
+    tokens_per_s: float
+    samples: list[tuple[float, float]]  # (time.time(), seconds)
+    started: float
+    ended: float
+    errors: int
+    gc: list = field(default_factory=list)
+    gil: list = field(default_factory=list)
+
+    def pct(self, q: float) -> float:
+        return http_load.percentile([s for _, s in self.samples], q) * 1000
+
+    def slowest(self, n: int = 6) -> str:
+        worst = sorted(self.samples, key=lambda s: -s[1])[:n]
+        return " ".join(f"{s * 1000:.1f}@{t - self.started:.2f}s" for t, s in worst)
+
+
+def parse_setting(setting: str) -> list[str]:
+    """'switch=0.0002+gil' -> ['switch 0.0002', 'gil']; 'idle' -> [] (no streams)."""
+    commands = []
+    for part in setting.split("+"):
+        name, _, value = part.partition("=")
+        if name == "idle":
+            continue
+        if name not in COMMANDS or (name == "switch") != bool(value):
+            raise ValueError(f"unknown setting {part!r}: use switch=SECONDS, freeze, unfreeze, gil, idle")
+        commands.append(f"{name} {value}".strip())
+    return commands
+
+
+def sweep(
+    model_id: str, tokenizer, settings: list[str], *, streams: int, gen_tokens: int, workdir: Path, log=print
+) -> list[Row]:
+    for setting in settings:
+        parse_setting(setting)  # fail before the server starts
+    workdir.mkdir(parents=True, exist_ok=True)
+    control = workdir / "hook"
+    control.write_text("report")
+    served = start_lmx(model_id, workdir=workdir, streams=streams, extra_env={"LMX_BENCH_HOOK": str(control)})
+
+    def command(text: str) -> None:
+        control.write_text(text)
+        os.kill(served.proc.pid, signal.SIGUSR2)
+        time.sleep(0.2)  # the handler runs when the server's main thread next runs Python
+
+    prompts = Prompts(tokenizer, 32, seed=5)
+    rows = []
+    try:
+        warm = [completion_body(model_id, prompts.make()[0], 4) for _ in range(streams)]
+        asyncio.run(http_load.run_streams(served.url, "/v1/completions", warm))
+        for setting in settings:
+            command("report")  # start the row's gc and GIL records afresh
+            for text in parse_setting(setting):
+                command(text)  # switch and freeze stay for the rows after; gil ends with the row
+            n = 0 if setting == "idle" else streams
+            bodies = [completion_body(model_id, prompts.make()[0], gen_tokens) for _ in range(n)]
+            row = asyncio.run(_measure(served.url, setting, bodies))
+            command("report")
+            report = json.loads(Path(f"{control}.out").read_text())
+            row.gc, row.gil = report["gc"], report["gil"]
+            rows.append(row)
+            log(f"{setting}: p99 {row.pct(99):.2f} ms, {row.tokens_per_s:.0f} tok/s")
+    finally:
+        served.stop()
+    return rows
+
+
+async def _measure(base: str, setting: str, bodies: list[dict]) -> Row:
+    with http_load.ProbePoller(base, "/readyz") as poller:
+        started = time.time()
+        if bodies:
+            results, wall = await http_load.run_streams(base, "/v1/completions", bodies)
+        else:
+            await asyncio.sleep(3)
+            results, wall = [], 1.0
+        ended = time.time()
+    tokens = sum(r.tokens for r in results if not r.error)
+    errors = sum(1 for r in results if r.error)
+    return Row(setting, tokens / wall, poller.samples, started, ended, errors)
+
+
+def markdown(rows: list[Row], *, title: str) -> str:
+    lines = [
+        title,
+        "",
+        "| setting | tok/s | probes | p50 ms | p90 | p99 | max | slowest gc ms | GIL waits > 10 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        slow_gc = max((seconds for _, _, seconds in r.gc), default=0) * 1000
+        long_waits = [s for _, s in r.gil if s > 0.010]
+        gil = (
+            f"{len(long_waits) / (r.ended - r.started):.1f}/s, median {statistics.median(long_waits) * 1000:.1f} ms"
+            if long_waits
+            else ("none" if "gil" in r.setting else "–")
+        )
+        lines.append(
+            f"| {r.setting} | {r.tokens_per_s:,.0f} | {len(r.samples)} | {r.pct(50):.2f} | {r.pct(90):.2f} "
+            f"| {r.pct(99):.2f} | {r.pct(100):.1f} | {slow_gc:.1f} | {gil} |"
+        )
+    lines += ["", "Slowest probes (ms @ seconds after the streams started):", ""]
+    lines += [f"- {r.setting}: {r.slowest()}" + (f" (errors: {r.errors})" if r.errors else "") for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""Diagnostics a benchmark switches on inside a running LMX, never set in normal serving.
+
+With LMX_BENCH_HOOK=<control file>, `lmx_serve` installs a SIGUSR2 handler that reads one command
+from that file, so one server (one model load, kernels compiled once) can be measured under
+several settings:
+    switch <seconds>   sys.setswitchinterval
+    freeze | unfreeze  gc.freeze() / gc.unfreeze()
+    gil                until the next report, a thread sleeps 0.2 ms in a loop and records each
+                       time it gets the GIL back more than 3 ms late (who holds it that long is
+                       inside a C call)
+    report             write {"switch", "gil": [[time, seconds]], "gc": [[time, gen, seconds]]}
+                       to <control file>.out and start over
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import signal
+import sys
+import threading
+import time
+
+GIL_SLEEP_S = 0.0002
+GIL_LATE_S = 0.003
+
+
+class _Hook:
+    def __init__(self, control: str):
+        self.control = control
+        self.gil: list[tuple[float, float]] = []
+        self.gc: list[tuple[float, int, float]] = []
+        self._gc_started = 0.0
+        self._sampling = False
+
+    def on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc.append((time.time(), info["generation"], time.perf_counter() - self._gc_started))
+
+    def sample_gil(self) -> None:
+        while self._sampling:
+            start = time.perf_counter()
+            time.sleep(GIL_SLEEP_S)
+            late = time.perf_counter() - start - GIL_SLEEP_S
+            if late > GIL_LATE_S:
+                self.gil.append((time.time(), late))
+
+    def on_signal(self, signum, frame) -> None:
+        with open(self.control) as f:
+            command, *args = f.read().split()
+        if command == "switch":
+            sys.setswitchinterval(float(args[0]))
+        elif command == "freeze":
+            gc.freeze()
+        elif command == "unfreeze":
+            gc.unfreeze()
+        elif command == "gil" and not self._sampling:
+            self._sampling = True
+            threading.Thread(target=self.sample_gil, name="lmx-gil-sampler", daemon=True).start()
+        elif command == "report":
+            self._sampling = False
+            report = {"switch": sys.getswitchinterval(), "gil": self.gil, "gc": self.gc}
+            with open(self.control + ".out", "w") as f:
+                json.dump(report, f)
+            self.gil, self.gc = [], []
+
+
+def install(control: str) -> _Hook:
+    hook = _Hook(control)
+    gc.callbacks.append(hook.on_gc)
+    signal.signal(signal.SIGUSR2, hook.on_signal)
+    return hook

@@ -1,0 +1,58 @@
+"""/readyz latency under N streams on one LMX server, for several run-time settings."""
+
+import platform
+from datetime import date
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from inference import conf
+from inference.benchmarks import probe_sweep
+from inference.benchmarks.servers import ROOT
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure /readyz while N streams run, under settings applied to the running server: "
+        "idle, switch=SECONDS, freeze, unfreeze, gil (joined with +)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", help="an MLX-native model id (default: LMX_DEFAULT_MODEL)")
+        parser.add_argument("--streams", type=int, default=32)
+        parser.add_argument("--gen-tokens", type=int, default=256)
+        parser.add_argument("--variants", default="idle,switch=0.005,switch=0.0002,switch=0.0002+gil")
+        parser.add_argument("--out", help="append the table to this markdown file")
+
+    def handle(self, *args, model, streams, gen_tokens, variants, out, **opts):
+        import mlx.core as mx
+        from mlx_lm.utils import load_tokenizer
+
+        model = model or conf.get("LMX_DEFAULT_MODEL")
+        path = conf.models_dir() / model
+        if not (path / "config.json").is_file():
+            raise CommandError(f"{model} is not an MLX-native folder in {conf.models_dir()}")
+        try:
+            chosen = [s.strip() for s in variants.split(",") if s.strip()]
+            for setting in chosen:
+                probe_sweep.parse_setting(setting)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        rows = probe_sweep.sweep(
+            model,
+            load_tokenizer(path),
+            chosen,
+            streams=streams,
+            gen_tokens=gen_tokens,
+            workdir=ROOT / "var" / "bench-probe",
+            log=lambda line: self.stderr.write(line),
+        )
+        title = (
+            f"#### /readyz under {streams} streams × {gen_tokens} tokens, {model} — {date.today()}\n\n"
+            f"- {platform.machine()}, MLX {mx.__version__} ({mx.default_device()}), probe every 10 ms"
+        )
+        text = probe_sweep.markdown(rows, title=title)
+        self.stdout.write(text)
+        if out:
+            with Path(out).open("a") as f:
+                f.write("\n" + text)

@@ -1,0 +1,47 @@
+"""The /readyz benchmark's settings and the hook that applies them inside a running server."""
+
+import gc
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from inference.benchmarks import probe_sweep, server_hook
+
+
+def test_settings_become_hook_commands():
+    assert probe_sweep.parse_setting("switch=0.0002+gil") == ["switch 0.0002", "gil"]
+    assert probe_sweep.parse_setting("freeze") == ["freeze"]
+    assert probe_sweep.parse_setting("idle") == []
+
+
+@pytest.mark.parametrize("setting", ["switch", "gil=1", "faster", "switch=0.001+nope"])
+def test_an_unknown_setting_is_refused_with_the_valid_ones_named(setting):
+    with pytest.raises(ValueError, match="use switch=SECONDS, freeze, unfreeze, gil, idle"):
+        probe_sweep.parse_setting(setting)
+
+
+def test_the_hook_applies_a_command_and_reports_it(tmp_path):
+    control = tmp_path / "hook"
+    previous_handler, previous_interval = signal.getsignal(signal.SIGUSR2), sys.getswitchinterval()
+    hook = server_hook.install(str(control))
+    try:
+
+        def send(text):
+            control.write_text(text)
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.05)  # the handler runs at the main thread's next bytecode
+
+        send("switch 0.0013")
+        assert sys.getswitchinterval() == pytest.approx(0.0013)
+        send("report")
+        report = json.loads((tmp_path / "hook.out").read_text())
+        assert report["switch"] == pytest.approx(0.0013)
+        assert report["gil"] == [] and isinstance(report["gc"], list)
+    finally:
+        signal.signal(signal.SIGUSR2, previous_handler)
+        sys.setswitchinterval(previous_interval)
+        gc.callbacks.remove(hook.on_gc)
