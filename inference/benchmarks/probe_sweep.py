@@ -51,10 +51,21 @@ def parse_setting(setting: str) -> list[str]:
         name, _, value = part.partition("=")
         if name == "idle":
             continue
-        if name not in COMMANDS or (name == "switch") != bool(value):
+        if name not in COMMANDS or (name == "switch") != bool(value) or (value and not _positive(value)):
             raise ValueError(f"unknown setting {part!r}: use switch=SECONDS, freeze, unfreeze, gil, idle")
         commands.append(f"{name} {value}".strip())
     return commands
+
+
+def is_idle(setting: str) -> bool:
+    return "idle" in setting.split("+")
+
+
+def _positive(value: str) -> bool:
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
 
 
 def sweep(
@@ -81,7 +92,7 @@ def sweep(
             command("report")  # start the row's gc and GIL records afresh
             for text in parse_setting(setting):
                 command(text)  # switch and freeze stay for the rows after; gil ends with the row
-            n = 0 if setting == "idle" else streams
+            n = 0 if is_idle(setting) else streams
             bodies = [completion_body(model_id, prompts.make()[0], gen_tokens) for _ in range(n)]
             row = asyncio.run(_measure(served.url, setting, bodies))
             command("report")

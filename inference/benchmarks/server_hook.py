@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 GIL_SLEEP_S = 0.0002
 GIL_LATE_S = 0.003
@@ -48,8 +50,13 @@ class _Hook:
                 self.gil.append((time.time(), late))
 
     def on_signal(self, signum, frame) -> None:
-        with open(self.control) as f:
-            command, *args = f.read().split()
+        try:
+            self.run(Path(self.control).read_text().split())
+        except Exception:  # a diagnostic must never take the server down
+            logging.getLogger("lmx").exception("Benchmark hook command failed")
+
+    def run(self, words: list[str]) -> None:
+        command, *args = words
         if command == "switch":
             sys.setswitchinterval(float(args[0]))
         elif command == "freeze":

@@ -18,7 +18,9 @@ def test_settings_become_hook_commands():
     assert probe_sweep.parse_setting("idle") == []
 
 
-@pytest.mark.parametrize("setting", ["switch", "gil=1", "faster", "switch=0.001+nope"])
+@pytest.mark.parametrize(
+    "setting", ["switch", "switch=fast", "switch=0", "gil=1", "faster", "switch=0.001+nope"]
+)
 def test_an_unknown_setting_is_refused_with_the_valid_ones_named(setting):
     with pytest.raises(ValueError, match="use switch=SECONDS, freeze, unfreeze, gil, idle"):
         probe_sweep.parse_setting(setting)
@@ -41,6 +43,8 @@ def test_the_hook_applies_a_command_and_reports_it(tmp_path):
         report = json.loads((tmp_path / "hook.out").read_text())
         assert report["switch"] == pytest.approx(0.0013)
         assert report["gil"] == [] and isinstance(report["gc"], list)
+        send("switch")  # a malformed command is logged, and the process goes on
+        assert sys.getswitchinterval() == pytest.approx(0.0013)
     finally:
         signal.signal(signal.SIGUSR2, previous_handler)
         sys.setswitchinterval(previous_interval)
