@@ -22,7 +22,7 @@ from inference.benchmarks import http_load
 from inference.benchmarks.run import Prompts, completion_body
 from inference.benchmarks.servers import start_lmx
 
-COMMANDS = ("switch", "freeze", "unfreeze", "gil")
+COMMANDS = ("switch", "freeze", "unfreeze", "gil", "trace")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Row:
     errors: int
     gc: list = field(default_factory=list)
     gil: list = field(default_factory=list)
+    calls: list = field(default_factory=list)  # slow lines of the engine thread (setting `trace`)
 
     def pct(self, q: float) -> float:
         return http_load.percentile([s for _, s in self.samples], q) * 1000
@@ -52,7 +53,9 @@ def parse_setting(setting: str) -> list[str]:
         if name == "idle":
             continue
         if name not in COMMANDS or (name == "switch") != bool(value) or (value and not _positive(value)):
-            raise ValueError(f"unknown setting {part!r}: use switch=SECONDS, freeze, unfreeze, gil, idle")
+            raise ValueError(
+                f"unknown setting {part!r}: use switch=SECONDS, freeze, unfreeze, gil, trace, idle"
+            )
         commands.append(f"{name} {value}".strip())
     return commands
 
@@ -97,7 +100,7 @@ def sweep(
             row = asyncio.run(_measure(served.url, setting, bodies))
             command("report")
             report = json.loads(Path(f"{control}.out").read_text())
-            row.gc, row.gil = report["gc"], report["gil"]
+            row.gc, row.gil, row.calls = report["gc"], report["gil"], report["calls"]
             rows.append(row)
             log(f"{setting}: p99 {row.pct(99):.2f} ms, {row.tokens_per_s:.0f} tok/s")
     finally:
@@ -140,4 +143,30 @@ def markdown(rows: list[Row], *, title: str) -> str:
         )
     lines += ["", "Slowest probes (ms @ seconds after the streams started):", ""]
     lines += [f"- {r.setting}: {r.slowest()}" + (f" (errors: {r.errors})" if r.errors else "") for r in rows]
+    traced = [r for r in rows if "trace" in r.setting.split("+")]
+    if traced:
+        lines += ["", "Engine-thread lines over 3 ms (count, total ms; GIL waits > 10 ms inside them):", ""]
+        lines += [f"- {r.setting}: {held_by(r)}" for r in traced]
     return "\n".join(lines) + "\n"
+
+
+def held_by(row: Row) -> str:
+    """Slow lines by place, and how many long GIL waits fell inside each: no wait can happen
+    inside a line whose calls let the GIL go, so those lines are the ones that hold it."""
+    totals: dict[str, list] = {}
+    for _, seconds, name in row.calls:
+        total = totals.setdefault(name, [0, 0.0, 0])
+        total[0] += 1
+        total[1] += seconds
+    for ended, waited in row.gil:
+        if waited <= 0.010:
+            continue
+        middle = ended - waited / 2
+        for start, seconds, name in row.calls:
+            if start <= middle <= start + seconds:
+                totals[name][2] += 1
+                break
+    if not totals:
+        return "none"
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:8]
+    return "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms, {waits} waits" for name, (n, ms, waits) in ranked)

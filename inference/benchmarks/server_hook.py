@@ -8,8 +8,11 @@ several settings:
     gil                until the next report, a thread sleeps 0.2 ms in a loop and records each
                        time it gets the GIL back more than 3 ms late (who holds it that long is
                        inside a C call)
-    report             write {"switch", "gil": [[time, seconds]], "gc": [[time, gen, seconds]]}
-                       to <control file>.out and start over
+    trace              until the next report, the engine thread records every line of Python
+                       that takes more than 3 ms (file:line): with `gil`, the line a long GIL
+                       wait falls inside is the one whose C call holds the GIL
+    report             write {"switch", "gil": [[time, seconds]], "gc": [[time, gen, seconds]],
+                       "calls": [[start time, seconds, file:line]]} to <control file>.out and start over
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 GIL_SLEEP_S = 0.0002
 GIL_LATE_S = 0.003
+SLOW_CALL_S = 0.003
 
 
 class _Hook:
@@ -34,6 +38,9 @@ class _Hook:
         self.gc: list[tuple[float, int, float]] = []
         self._gc_started = 0.0
         self._sampling = False
+        self.calls: list[tuple[float, float, str]] = []
+        self._last = (0.0, "")
+        self._tracing = False
 
     def on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -66,12 +73,37 @@ class _Hook:
         elif command == "gil" and not self._sampling:
             self._sampling = True
             threading.Thread(target=self.sample_gil, name="lmx-gil-sampler", daemon=True).start()
+        elif command == "trace" and not self._tracing:
+            self._tracing = True
+            self._last = (time.perf_counter(), "trace started")
+            self._on_engine(self._trace)
         elif command == "report":
             self._sampling = False
-            report = {"switch": sys.getswitchinterval(), "gil": self.gil, "gc": self.gc}
+            if self._tracing:
+                self._tracing = False
+                self._on_engine(None)
+            report = {"switch": sys.getswitchinterval(), "gil": self.gil, "gc": self.gc, "calls": self.calls}
             with open(self.control + ".out", "w") as f:
                 json.dump(report, f)
-            self.gil, self.gc = [], []
+            self.gil, self.gc, self.calls = [], [], []
+
+    @staticmethod
+    def _on_engine(trace) -> None:
+        from inference import runtime
+
+        # queued, not waited for: this runs in a signal handler on the event loop's thread
+        runtime.get_engine().run_on_engine(lambda: sys.settrace(trace))
+
+    def _trace(self, frame, event: str, arg):
+        # MLX's functions are not Python builtins and raise no profiler events, so time the lines:
+        # the time between two trace events went to the line that was running in between.
+        now = time.perf_counter()
+        took = now - self._last[0]
+        if took > SLOW_CALL_S:
+            self.calls.append((time.time() - took, took, self._last[1]))
+        here = frame.f_back if event == "return" and frame.f_back is not None else frame
+        self._last = (time.perf_counter(), f"{Path(here.f_code.co_filename).name}:{here.f_lineno}")
+        return self._trace
 
 
 def install(control: str) -> _Hook:

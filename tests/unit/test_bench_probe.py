@@ -22,7 +22,7 @@ def test_settings_become_hook_commands():
     "setting", ["switch", "switch=fast", "switch=0", "gil=1", "faster", "switch=0.001+nope"]
 )
 def test_an_unknown_setting_is_refused_with_the_valid_ones_named(setting):
-    with pytest.raises(ValueError, match="use switch=SECONDS, freeze, unfreeze, gil, idle"):
+    with pytest.raises(ValueError, match="use switch=SECONDS, freeze, unfreeze, gil, trace, idle"):
         probe_sweep.parse_setting(setting)
 
 
