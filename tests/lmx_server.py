@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from inference.benchmarks.servers import free_port
+from inference.benchmarks.servers import ServerExited, free_port, wait_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,17 +72,12 @@ class LMXServer:
         return self
 
     def wait(self, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"LMX exited ({self.proc.returncode}):\n{self.stderr()}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{path} not 200 after {timeout}s:\n{self.stdout()}\n{self.stderr()}")
+        try:
+            wait_ok(self.url + path, timeout=timeout, alive=lambda: self.proc.poll() is None)
+        except ServerExited:
+            raise RuntimeError(f"LMX exited ({self.proc.returncode}):\n{self.stderr()}") from None
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}:\n{self.stdout()}\n{self.stderr()}") from None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerExited(RuntimeError):
+    pass
+
+
+def wait_ok(url: str, *, timeout: float, alive: Callable[[], bool], interval: float = 0.2) -> None:
+    """Poll `url` until it answers 200. ServerExited as soon as `alive()` says the server is
+    gone; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ServerExited(url)
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{url} not 200 after {timeout}s")
+
+
 class Served:
     def __init__(self, name: str, argv: list[str], env: dict, port: int, log: Path):
         self.name, self.port, self.log = name, port, log
@@ -44,18 +65,14 @@ class Served:
         )
 
     def wait(self, path: str, timeout: float = 900) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None or "was not loaded" in self.log.read_text():
-                self.stop()
-                raise RuntimeError(f"{self.name} failed to start:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + path, timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.name}: {path} not ready after {timeout}s")
+        def alive() -> bool:
+            return self.proc.poll() is None and "was not loaded" not in self.log.read_text()
+
+        try:
+            wait_ok(self.url + path, timeout=timeout, alive=alive, interval=0.5)
+        except ServerExited:
+            self.stop()
+            raise RuntimeError(f"{self.name} failed to start:\n{self.log.read_text()[-3000:]}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
