@@ -492,18 +492,15 @@ class Engine:
             slot = self._slots.get(r.uid)
             if slot is not None:
                 slot.prompt_progress(*r.progress)
-        finished = []
+        finished = []  # ended by a stop string: still in mlx-lm's batch
         for r in gen_responses:
             slot = self._slots.get(r.uid)
-            if slot is None:
+            if slot is None or not self._deliver(slot, r.token, r.finish_reason):
                 continue
-            self.counters.generated_tokens += 1
-            done = slot.add_token(r.token, r.finish_reason)
-            if r.finish_reason is not None:
+            if r.finish_reason is not None:  # mlx-lm has already dropped it
                 remember(self._prompt_cache, self.loaded, r.all_tokens, r.prompt_cache)
                 del self._slots[r.uid]
-                self.counters.completed += 1
-            elif done:
+            else:
                 finished.append(r.uid)
         if finished:
             caches = self._batch.remove(finished, return_prompt_caches=True)
@@ -512,7 +509,6 @@ class Engine:
                 if cache is not None:
                     remember(self._prompt_cache, self.loaded, tokens, cache)
                 del self._slots[uid]
-                self.counters.completed += 1
 
 
 def _freeze_heap() -> None:

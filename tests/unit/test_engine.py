@@ -217,3 +217,33 @@ def test_a_step_of_many_streams_reaches_the_event_loop_in_one_wake_up(engine, mo
     assert all(text.strip() for text, _ in results)
     # one wake-up per step, plus one per admission (its "start" event); per token it was 28
     assert wake_ups <= steps + len(prompts)
+
+
+def test_counters_count_every_token_and_every_ending_in_the_batch(engine, model_store):
+    """Ends by length and by a stop string, with three requests decoded together."""
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    spied: list[int] = []
+    before = (engine.counters.generated_tokens, engine.counters.completed)
+
+    async def collect(slot: Slot) -> tuple[str, tuple]:
+        text, last = "", None
+        async for event in slot.events():
+            text += event[1] if event[0] == "text" else ""
+            last = event
+        return text, last[:2]
+
+    async def run():
+        slots = [
+            _spied_slot(engine, "Cats are", 6, spied, temperature=0, ignore_eos=True),
+            _spied_slot(engine, "The capital of France is", 12, spied, temperature=0, stop=["Paris"]),
+            _spied_slot(engine, "One, two,", 6, spied, temperature=0, ignore_eos=True),
+        ]
+        for slot in slots:
+            engine.submit(slot)
+        return await asyncio.gather(*(collect(s) for s in slots))
+
+    (_, cats), (france, france_end), (_, count) = asyncio.run(run())
+    assert cats == count == ("done", "length")
+    assert france_end == ("done", "stop") and "Paris" not in france
+    assert engine.counters.generated_tokens - before[0] == len(spied)
+    assert engine.counters.completed - before[1] == 3
