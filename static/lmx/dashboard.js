@@ -462,30 +462,36 @@
       }
       health.wasConnected = true;
       health.lastBeat = performance.now();
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let cut = buffer.indexOf("\n\n");
-        while (cut >= 0) {
-          const block = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          const data = block
-            .split("\n")
-            .filter((line) => line.startsWith("data:"))
-            .map((line) => line.slice(5).trimStart())
-            .join("\n");
-          if (data) onEvent(JSON.parse(data));
-          cut = buffer.indexOf("\n\n");
-        }
-      }
+      await readSse(res.body, (data) => onEvent(JSON.parse(data)));
       throw new Error("the server closed the stream");
     } catch (err) {
       if (controller !== health.controller) return; // replaced by a newer connection
       health.connected = false;
       scheduleReconnect(err.message);
+    }
+  }
+
+  // Reads a text/event-stream body and calls onData with each event's data (its "data:" lines
+  // joined); stops when the body ends or onData returns false. What onData throws, this throws.
+  async function readSse(body, onData) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let cut = buffer.indexOf("\n\n");
+      while (cut >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        cut = buffer.indexOf("\n\n");
+        const data = block
+          .split("\n")
+          .filter((line) => line.startsWith("data:"))
+          .map((line) => line.slice(5).trimStart())
+          .join("\n");
+        if (data && onData(data) === false) return;
+      }
     }
   }
 
@@ -585,38 +591,22 @@
         }
         throw new ApiError(res.status, e.code, e.message);
       }
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      let finished = false;
-      while (!finished) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let cut = buffer.indexOf("\n\n");
-        while (cut >= 0) {
-          const line = buffer.slice(0, cut).trim();
-          buffer = buffer.slice(cut + 2);
-          cut = buffer.indexOf("\n\n");
-          if (!line.startsWith("data:")) continue;
-          const data = line.slice(5).trim();
-          if (data === "[DONE]") {
-            finished = true;
-            break;
-          }
-          const chunk = JSON.parse(data);
-          if (chunk.error) throw new ApiError(500, chunk.error.code, chunk.error.message);
-          if (chunk.usage) usage = chunk.usage;
-          const piece = chunk.choices && chunk.choices[0] && chunk.choices[0].delta.content;
-          if (piece) {
-            if (first === null) first = performance.now();
-            pieces += 1;
-            answer += piece;
-            out.textContent = answer;
-            $("chat-log").scrollTop = $("chat-log").scrollHeight;
-          }
-          showStats();
+      await readSse(res.body, (data) => {
+        if (data.trim() === "[DONE]") return false;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new ApiError(500, chunk.error.code, chunk.error.message);
+        if (chunk.usage) usage = chunk.usage;
+        const piece = chunk.choices && chunk.choices[0] && chunk.choices[0].delta.content;
+        if (piece) {
+          if (first === null) first = performance.now();
+          pieces += 1;
+          answer += piece;
+          out.textContent = answer;
+          $("chat-log").scrollTop = $("chat-log").scrollHeight;
         }
-      }
+        showStats();
+        return true;
+      });
       showStats();
       history.push({ role: "assistant", content: answer });
     } catch (err) {
