@@ -27,6 +27,7 @@ from inference.errors import (
     scrub,
     to_lmx_error,
 )
+from monitoring.metrics import observe_error
 
 log = logging.getLogger("lmx.http")
 
@@ -53,7 +54,6 @@ def admin_token_ok(scope) -> bool:
 
 
 async def record_error(err: LMXError, *, endpoint: str, model: str = "") -> None:
-    from monitoring.metrics import observe_error
     from monitoring.services import error_event_record
 
     observe_error(err.code)

@@ -16,6 +16,7 @@ from inference.api.schemas import ChatRequest, CompletionRequest, SamplingParams
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
 from inference.generation import GenerationRequest, Slot, Stats
 from inference.runtime import get_engine
+from monitoring import metrics  # imported here, not on the first request: 20+ ms on the event loop
 
 log = logging.getLogger("lmx.serving")
 DEFAULT_MAX_TOKENS = 4096
@@ -121,8 +122,6 @@ async def start_generation(req: ChatRequest | CompletionRequest):
 
 
 def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:
-    from monitoring import metrics
-
     metrics.observe_completion(endpoint, finish_reason, stats)
     speed = stats.tokens_per_second or 0.0
     log.info(
