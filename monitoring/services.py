@@ -39,10 +39,7 @@ def inventory_sync(*, specs: list[dict], loaded_id: str | None) -> None:
         ModelRecord.objects.update_or_create(
             model_id=spec["id"],
             defaults={
-                "path": spec["path"],
-                "format": spec["format"],
-                "source": spec["source"],
-                "size_bytes": spec["size_bytes"],
+                **_identity(spec),
                 "quantization": spec["quantization"] or "",
                 "architecture": spec["architecture"] or "",
                 "parameter_count": spec["parameter_count"],
@@ -59,12 +56,7 @@ def inventory_record_load(*, spec: dict, load_time_ms: int) -> ModelRecord:
     ModelRecord.objects.filter(loaded=True).exclude(model_id=spec["id"]).update(loaded=False)
     record, _ = ModelRecord.objects.get_or_create(
         model_id=spec["id"],
-        defaults={
-            "path": spec["path"],
-            "format": spec["format"],
-            "source": spec["source"],
-            "size_bytes": spec["size_bytes"],
-        },
+        defaults=_identity(spec),
     )
     record.loaded = True
     record.present = True
@@ -80,3 +72,8 @@ def inventory_record_unload(*, model_id: str | None) -> None:
     if model_id:
         qs = qs.filter(model_id=model_id)
     qs.update(loaded=False)
+
+
+def _identity(spec: dict) -> dict:
+    """Where a model is and what it is, as the store describes it."""
+    return {key: spec[key] for key in ("path", "format", "source", "size_bytes")}
