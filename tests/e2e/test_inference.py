@@ -14,8 +14,14 @@ from tests.conftest import GGUF_ID, MLX_ID, wait_for
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def _chat(http, **body):
-    return http.post("/v1/chat/completions", json={"model": MLX_ID, "messages": QUESTION, **body})
+def _body(content: str | None = None, **fields) -> dict:
+    """A chat-completions body for the default model: QUESTION, or one user message."""
+    messages = QUESTION if content is None else [{"role": "user", "content": content}]
+    return {"model": MLX_ID, "messages": messages, **fields}
+
+
+def _chat(http, **fields):
+    return http.post("/v1/chat/completions", json=_body(**fields))
 
 
 def _stream(http, path: str, body: dict) -> list[dict]:
@@ -299,12 +305,7 @@ def test_request_timeout_gives_lmx_timeout(make_server, server_db):
     from monitoring.models import ErrorEvent
 
     srv = make_server(env={"LMX_REQUEST_TIMEOUT_S": "1.5"}, default_model=MLX_ID, wait_ready=True)
-    body = {
-        "model": MLX_ID,
-        "messages": [{"role": "user", "content": "Tell a very long story."}],
-        "max_tokens": 4000,
-        "temperature": 0,
-    }
+    body = _body("Tell a very long story.", max_tokens=4000, temperature=0)
     with srv.client() as http:
         r = http.post("/v1/chat/completions", json=body)
         assert r.status_code == 504 and r.json()["error"]["code"] == "lmx-timeout"
@@ -366,12 +367,7 @@ def test_official_openai_client_works_unchanged(server):
 
 def test_ignore_eos_generates_exactly_max_tokens_for_benchmarks(server):
     """The model answers this in a few tokens and stops; with ignore_eos it goes on to max_tokens."""
-    body = {
-        "model": MLX_ID,
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
-        "temperature": 0,
-        "max_tokens": 40,
-    }
+    body = _body(temperature=0, max_tokens=40)
     with server.client() as http:
         normal = http.post("/v1/chat/completions", json=body).json()
         assert normal["choices"][0]["finish_reason"] == "stop"
