@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import conf
+from inference import conf, resolve, store
 from inference.benchmarks import probe_sweep
 from inference.benchmarks.servers import ROOT
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--model", help="an MLX-native model id (default: LMX_DEFAULT_MODEL)")
+        parser.add_argument("--model", help="an MLX-native model id or path (default: LMX_DEFAULT_MODEL)")
         parser.add_argument("--streams", type=int, default=32)
         parser.add_argument("--gen-tokens", type=int, default=256)
         parser.add_argument("--variants", default="idle,switch=0.005,switch=0.0002,switch=0.0002+gil")
@@ -28,10 +28,14 @@ class Command(BaseCommand):
         import mlx.core as mx
         from mlx_lm.utils import load_tokenizer
 
-        model = model or conf.get("LMX_DEFAULT_MODEL")
-        path = conf.models_dir() / model
-        if not (path / "config.json").is_file():
-            raise CommandError(f"{model} is not an MLX-native folder in {conf.models_dir()}")
+        ref = model or conf.get("LMX_DEFAULT_MODEL")
+        spec = resolve.resolve_local(ref, store.scan())
+        if spec is None:
+            raise CommandError(f"Model {ref!r} is not in the model store; see GET /admin/models.")
+        if spec.format != "mlx":
+            raise CommandError(
+                "The benchmark reads the tokenizer of an MLX-native folder; GGUF is not supported."
+            )
         try:
             chosen = [s.strip() for s in variants.split(",") if s.strip()]
             for setting in chosen:
@@ -39,8 +43,8 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         rows = probe_sweep.sweep(
-            model,
-            load_tokenizer(path),
+            spec.id,
+            load_tokenizer(Path(spec.path)),
             chosen,
             streams=streams,
             gen_tokens=gen_tokens,
@@ -48,7 +52,7 @@ class Command(BaseCommand):
             log=lambda line: self.stderr.write(line),
         )
         title = (
-            f"#### /readyz under {streams} streams × {gen_tokens} tokens, {model} — {date.today()}\n\n"
+            f"#### /readyz under {streams} streams × {gen_tokens} tokens, {spec.id} — {date.today()}\n\n"
             f"- {platform.machine()}, MLX {mx.__version__} ({mx.default_device()}), probe every 10 ms"
         )
         text = probe_sweep.markdown(rows, title=title)
