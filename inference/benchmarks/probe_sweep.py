@@ -135,7 +135,7 @@ def markdown(rows: list[Row], *, title: str) -> str:
         gil = (
             f"{len(long_waits) / (r.ended - r.started):.1f}/s, median {statistics.median(long_waits) * 1000:.1f} ms"
             if long_waits
-            else ("none" if "gil" in r.setting else "–")
+            else ("none" if "gil" in r.setting.split("+") else "–")
         )
         lines.append(
             f"| {r.setting} | {r.tokens_per_s:,.0f} | {len(r.samples)} | {r.pct(50):.2f} | {r.pct(90):.2f} "
