@@ -15,6 +15,7 @@ import os
 import signal
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from inference.benchmarks import http_load
 from inference.benchmarks.run import Prompts, completion_body
 from inference.benchmarks.servers import start_lmx
 
-COMMANDS = ("switch", "freeze", "unfreeze", "gil", "trace")
+COMMANDS = ("switch", "memstats", "freeze", "unfreeze", "gil", "trace")
+USAGE = "use switch=SECONDS, memstats=on|off, freeze, unfreeze, gil, trace, idle"
 
 
 @dataclass
@@ -52,10 +54,8 @@ def parse_setting(setting: str) -> list[str]:
         name, _, value = part.partition("=")
         if name == "idle":
             continue
-        if name not in COMMANDS or (name == "switch") != bool(value) or (value and not _positive(value)):
-            raise ValueError(
-                f"unknown setting {part!r}: use switch=SECONDS, freeze, unfreeze, gil, trace, idle"
-            )
+        if name not in COMMANDS or not _valid(name, value):
+            raise ValueError(f"unknown setting {part!r}: {USAGE}")
         commands.append(f"{name} {value}".strip())
     return commands
 
@@ -64,7 +64,11 @@ def is_idle(setting: str) -> bool:
     return "idle" in setting.split("+")
 
 
-def _positive(value: str) -> bool:
+def _valid(name: str, value: str) -> bool:
+    if name == "memstats":
+        return value in ("on", "off")
+    if name != "switch":
+        return not value
     try:
         return float(value) > 0
     except ValueError:
@@ -131,7 +135,7 @@ def markdown(rows: list[Row], *, title: str) -> str:
     ]
     for r in rows:
         slow_gc = max((seconds for _, _, seconds in r.gc), default=0) * 1000
-        long_waits = [s for _, s in r.gil if s > 0.010]
+        long_waits = [s for _, s, _ in r.gil if s > 0.010]
         gil = (
             f"{len(long_waits) / (r.ended - r.started):.1f}/s, median {statistics.median(long_waits) * 1000:.1f} ms"
             if long_waits
@@ -147,6 +151,10 @@ def markdown(rows: list[Row], *, title: str) -> str:
     if traced:
         lines += ["", "Engine-thread lines over 3 ms (count, total ms; GIL waits > 10 ms inside them):", ""]
         lines += [f"- {r.setting}: {held_by(r)}" for r in traced]
+    sampled = [r for r in rows if any(threads for _, _, threads in r.gil)]
+    if sampled:
+        lines += ["", "Where the other threads stood when a GIL wait > 10 ms ended (count):", ""]
+        lines += [f"- {r.setting}: {holders(r)}" for r in sampled]
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +166,7 @@ def held_by(row: Row) -> str:
         total = totals.setdefault(name, [0, 0.0, 0])
         total[0] += 1
         total[1] += seconds
-    for ended, waited in row.gil:
+    for ended, waited, _ in row.gil:
         if waited <= 0.010:
             continue
         middle = ended - waited / 2
@@ -170,3 +178,11 @@ def held_by(row: Row) -> str:
         return "none"
     ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:8]
     return "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms, {waits} waits" for name, (n, ms, waits) in ranked)
+
+
+def holders(row: Row, top: int = 8) -> str:
+    """The commonest places other threads stood at the end of long GIL waits: the holder is
+    among them, at the line whose C call held the GIL. Threads parked in a wait show up at
+    every wait and tell nothing; they are ranked with the rest, so read them as background."""
+    counts = Counter(where for _, waited, threads in row.gil if waited > 0.010 for where in threads)
+    return "; ".join(f"{where} ×{n}" for where, n in counts.most_common(top))

@@ -7,11 +7,12 @@ several settings:
     freeze | unfreeze  gc.freeze() / gc.unfreeze()
     gil                until the next report, a thread sleeps 0.2 ms in a loop and records each
                        time it gets the GIL back more than 3 ms late (who holds it that long is
-                       inside a C call)
+                       inside a C call) and, past 10 ms, where every other thread stands then
+    memstats off|on    whether the engine reads MLX's allocator figures after each step
     trace              until the next report, the engine thread records every line of Python
                        that takes more than 3 ms (file:line): with `gil`, the line a long GIL
                        wait falls inside is the one whose C call holds the GIL
-    report             write {"switch", "gil": [[time, seconds]], "gc": [[time, gen, seconds]],
+    report             write {"switch", "gil": [[time, seconds, [thread: file:line, ...]]], "gc": [[time, gen, seconds]],
                        "calls": [[start time, seconds, file:line]]} to <control file>.out and start over
 """
 
@@ -28,13 +29,14 @@ from pathlib import Path
 
 GIL_SLEEP_S = 0.0002
 GIL_LATE_S = 0.003
+GIL_LONG_S = 0.010
 SLOW_CALL_S = 0.003
 
 
 class _Hook:
     def __init__(self, control: str):
         self.control = control
-        self.gil: list[tuple[float, float]] = []
+        self.gil: list[tuple[float, float, list[str]]] = []
         self.gc: list[tuple[float, int, float]] = []
         self._gc_started = 0.0
         self._sampling = False
@@ -54,7 +56,7 @@ class _Hook:
             time.sleep(GIL_SLEEP_S)
             late = time.perf_counter() - start - GIL_SLEEP_S
             if late > GIL_LATE_S:
-                self.gil.append((time.time(), late))
+                self.gil.append((time.time(), late, _threads() if late > GIL_LONG_S else []))
 
     def on_signal(self, signum, frame) -> None:
         try:
@@ -73,6 +75,16 @@ class _Hook:
         elif command == "gil" and not self._sampling:
             self._sampling = True
             threading.Thread(target=self.sample_gil, name="lmx-gil-sampler", daemon=True).start()
+        elif command == "memstats":
+            from inference import runtime
+
+            engine = runtime.get_engine()
+            if args[0] == "off":
+                engine._read_memory = lambda: None
+            elif args[0] == "on":
+                vars(engine).pop("_read_memory", None)
+            else:
+                raise ValueError(f"memstats takes on or off, not {args[0]!r}")
         elif command == "trace" and not self._tracing:
             self._tracing = True
             self._last = (time.perf_counter(), "trace started")
@@ -104,6 +116,20 @@ class _Hook:
         here = frame.f_back if event == "return" and frame.f_back is not None else frame
         self._last = (time.perf_counter(), f"{Path(here.f_code.co_filename).name}:{here.f_lineno}")
         return self._trace
+
+
+def _threads() -> list[str]:
+    """Where each other thread stands, two frames deep: the one that just let the GIL go is
+    still at (or just past) the line whose C call held it."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    me = threading.get_ident()
+    out = []
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        where = [f"{Path(f.f_code.co_filename).name}:{f.f_lineno}" for f in (frame, frame.f_back) if f]
+        out.append(f"{names.get(ident, ident)}: {' < '.join(where)}")
+    return out
 
 
 def install(control: str) -> _Hook:

@@ -3,8 +3,10 @@
 import gc
 import json
 import os
+import re
 import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -16,13 +18,15 @@ def test_settings_become_hook_commands():
     assert probe_sweep.parse_setting("switch=0.0002+gil") == ["switch 0.0002", "gil"]
     assert probe_sweep.parse_setting("freeze") == ["freeze"]
     assert probe_sweep.parse_setting("idle") == []
+    assert probe_sweep.parse_setting("memstats=off+gil") == ["memstats off", "gil"]
 
 
 @pytest.mark.parametrize(
-    "setting", ["switch", "switch=fast", "switch=0", "gil=1", "faster", "switch=0.001+nope"]
+    "setting",
+    ["switch", "switch=fast", "switch=0", "gil=1", "faster", "switch=0.001+nope", "memstats", "memstats=no"],
 )
 def test_an_unknown_setting_is_refused_with_the_valid_ones_named(setting):
-    with pytest.raises(ValueError, match="use switch=SECONDS, freeze, unfreeze, gil, trace, idle"):
+    with pytest.raises(ValueError, match=re.escape(probe_sweep.USAGE)):
         probe_sweep.parse_setting(setting)
 
 
@@ -48,4 +52,24 @@ def test_the_hook_applies_a_command_and_reports_it(tmp_path):
     finally:
         signal.signal(signal.SIGUSR2, previous_handler)
         sys.setswitchinterval(previous_interval)
+        gc.callbacks.remove(hook.on_gc)
+
+
+def test_a_long_gil_wait_names_the_thread_and_line_that_held_it(tmp_path):
+    control = tmp_path / "hook"
+    previous_handler = signal.getsignal(signal.SIGUSR2)
+    hook = server_hook.install(str(control))
+    try:
+        hook.run(["gil"])
+        time.sleep(0.05)
+        holder = threading.Thread(target=lambda: sum(range(20_000_000)), name="busy-holder")
+        holder.start()  # sum() over a range is one C call: it keeps the GIL until it returns
+        holder.join()
+        hook.run(["report"])
+        report = json.loads((tmp_path / "hook.out").read_text())
+        longest = max(report["gil"], key=lambda wait: wait[1])
+        assert longest[1] > 0.010
+        assert any(where.startswith("busy-holder: test_bench_probe.py:") for where in longest[2])
+    finally:
+        signal.signal(signal.SIGUSR2, previous_handler)
         gc.callbacks.remove(hook.on_gc)
