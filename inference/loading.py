@@ -66,12 +66,15 @@ def make_batch(model, *, max_concurrent: int, cache_size: int, cache_bytes: int)
     from mlx_lm.generate import BatchGenerator
     from mlx_lm.models.cache import LRUPromptCache
 
+    from inference import batch_step
+
     batch = BatchGenerator(
         model,
         completion_batch_size=max_concurrent,
         prefill_batch_size=min(8, max_concurrent),
         stream=mx.default_stream(mx.default_device()),
     )
+    batch_step.apply(batch)
     return batch, LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
 
 

@@ -23,8 +23,8 @@ from inference.benchmarks import http_load
 from inference.benchmarks.run import Prompts, completion_body
 from inference.benchmarks.servers import start_lmx
 
-COMMANDS = ("switch", "memstats", "freeze", "unfreeze", "gil", "trace")
-USAGE = "use switch=SECONDS, memstats=on|off, freeze, unfreeze, gil, trace, idle"
+COMMANDS = ("switch", "memstats", "step", "freeze", "unfreeze", "gil", "trace")
+USAGE = "use switch=SECONDS, memstats=on|off, step=lmx|mlx-lm, freeze, unfreeze, gil, trace, idle"
 
 
 @dataclass
@@ -67,6 +67,8 @@ def is_idle(setting: str) -> bool:
 def _valid(name: str, value: str) -> bool:
     if name == "memstats":
         return value in ("on", "off")
+    if name == "step":
+        return value in ("lmx", "mlx-lm")
     if name != "switch":
         return not value
     try:

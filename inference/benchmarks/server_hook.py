@@ -9,6 +9,7 @@ several settings:
                        time it gets the GIL back more than 3 ms late (who holds it that long is
                        inside a C call) and, past 10 ms, where every other thread stands then
     memstats off|on    whether the engine reads MLX's allocator figures after each step
+    step lmx|mlx-lm    the decode step LMX runs (inference.batch_step) or mlx-lm's own
     trace              until the next report, the engine thread records every line of Python
                        that takes more than 3 ms (file:line): with `gil`, the line a long GIL
                        wait falls inside is the one whose C call holds the GIL
@@ -31,6 +32,8 @@ GIL_SLEEP_S = 0.0002
 GIL_LATE_S = 0.003
 GIL_LONG_S = 0.010
 SLOW_CALL_S = 0.003
+# functions idle threads sit in (executor workers, the event loop's select, Condition.wait)
+_PARKED = {"_worker", "select", "wait", "_wait_for_tstate_lock"}
 
 
 class _Hook:
@@ -85,6 +88,12 @@ class _Hook:
                 vars(engine).pop("_read_memory", None)
             else:
                 raise ValueError(f"memstats takes on or off, not {args[0]!r}")
+        elif command == "step":
+            from inference import batch_step, runtime
+
+            swap = {"lmx": batch_step.apply, "mlx-lm": batch_step.revert}[args[0]]
+            engine = runtime.get_engine()
+            engine.run_on_engine(lambda: engine._batch is not None and swap(engine._batch))
         elif command == "trace" and not self._tracing:
             self._tracing = True
             self._last = (time.perf_counter(), "trace started")
@@ -125,7 +134,7 @@ def _threads() -> list[str]:
     me = threading.get_ident()
     out = []
     for ident, frame in sys._current_frames().items():
-        if ident == me:
+        if ident == me or frame.f_code.co_name in _PARKED:
             continue
         where = [f"{Path(f.f_code.co_filename).name}:{f.f_lineno}" for f in (frame, frame.f_back) if f]
         out.append(f"{names.get(ident, ident)}: {' < '.join(where)}")

@@ -19,11 +19,22 @@ def test_settings_become_hook_commands():
     assert probe_sweep.parse_setting("freeze") == ["freeze"]
     assert probe_sweep.parse_setting("idle") == []
     assert probe_sweep.parse_setting("memstats=off+gil") == ["memstats off", "gil"]
+    assert probe_sweep.parse_setting("step=mlx-lm") == ["step mlx-lm"]
 
 
 @pytest.mark.parametrize(
     "setting",
-    ["switch", "switch=fast", "switch=0", "gil=1", "faster", "switch=0.001+nope", "memstats", "memstats=no"],
+    [
+        "switch",
+        "switch=fast",
+        "switch=0",
+        "gil=1",
+        "faster",
+        "switch=0.001+nope",
+        "memstats",
+        "memstats=no",
+        "step=fast",
+    ],
 )
 def test_an_unknown_setting_is_refused_with_the_valid_ones_named(setting):
     with pytest.raises(ValueError, match=re.escape(probe_sweep.USAGE)):

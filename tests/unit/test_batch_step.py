@@ -1,0 +1,72 @@
+"""LMX's decode step (tokens read back with the GIL free) generates what mlx-lm's own step does."""
+
+from types import SimpleNamespace
+
+from mlx_lm.generate import GenerationBatch
+
+from inference import batch_step, loading
+from inference.store import describe_mlx_folder
+from tests.conftest import MLX_ID
+from tests.unit.test_batch_layers import TINY, _tiny
+
+# greedy, seeded sampling, and penalties (the token-context path), side by side in one batch
+REQUESTS = [
+    dict(temperature=0.0, seed=None, presence_penalty=0.0),
+    dict(temperature=0.9, seed=7, presence_penalty=0.0),
+    dict(temperature=0.0, seed=None, presence_penalty=1.5),
+    dict(temperature=1.2, seed=11, presence_penalty=0.8),
+]
+
+
+def _request(**kw):
+    return SimpleNamespace(top_p=1.0, logit_bias=None, frequency_penalty=0.0, **kw)
+
+
+def _generate(model, prompts, n: int, *, step) -> list[list[int]]:
+    batch, _ = loading.make_batch(model, max_concurrent=len(prompts), cache_size=1, cache_bytes=1 << 20)
+    step(batch)
+    requests = [_request(**kw) for kw in REQUESTS]
+    uids = batch.insert(
+        prompts,
+        max_tokens=[n] * len(prompts),
+        samplers=[loading.sampler(r) for r in requests],
+        logits_processors=[loading.processors(r) for r in requests],
+    )
+    out = {uid: [] for uid in uids}
+    while any(len(t) < n for t in out.values()):
+        _, generated = batch.next()
+        for r in generated:
+            out[r.uid].append(r.token)
+    batch.close()
+    return [out[uid] for uid in uids]
+
+
+def test_lmx_batches_decode_with_lmx_step():
+    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=4, cache_size=1, cache_bytes=1 << 20)
+    assert type(batch._generation_batch) is batch_step.HostReadBatch
+    batch_step.revert(batch)
+    assert type(batch._generation_batch) is GenerationBatch
+
+
+def test_lmx_step_gives_the_tokens_of_mlx_lm_step_on_a_tiny_model():
+    model = _tiny("llama-3.1-8b")
+    prompts = [[(7 * i + j) % TINY["vocab_size"] for j in range(3 + i)] for i in range(len(REQUESTS))]
+    expected = _generate(model, prompts, 12, step=batch_step.revert)
+    got = _generate(model, prompts, 12, step=batch_step.apply)
+    assert got == expected
+    assert len({tuple(t) for t in got}) == len(got)
+
+
+def test_real_model_decodes_the_same_with_lmx_step(settings, model_store):
+    """SmolLM2 4-bit: four streams, greedy, seeded and penalised, give mlx-lm's tokens."""
+    settings.LMX_CPU_FAST_PATH = "off"
+    model, tokenizer, _, _ = loading.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID))
+    questions = ["capital of France", "two plus two", "colour of the sky", "largest ocean"]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+        for q in questions
+    ]
+    expected = _generate(model, prompts, 5, step=batch_step.revert)
+    got = _generate(model, prompts, 5, step=batch_step.apply)
+    assert got == expected
+    assert len({tuple(t) for t in got}) > 1
