@@ -23,8 +23,8 @@ from inference.benchmarks import http_load
 from inference.benchmarks.run import Prompts, completion_body
 from inference.benchmarks.servers import start_lmx
 
-COMMANDS = ("switch", "memstats", "step", "freeze", "unfreeze", "gil", "trace")
-USAGE = "use switch=SECONDS, memstats=on|off, step=lmx|mlx-lm, freeze, unfreeze, gil, trace, idle"
+COMMANDS = ("switch", "memstats", "step", "freeze", "unfreeze", "gil", "trace", "loop")
+USAGE = "use switch=SECONDS, memstats=on|off, step=lmx|mlx-lm, freeze, unfreeze, gil, trace, loop, idle"
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Row:
     gc: list = field(default_factory=list)
     gil: list = field(default_factory=list)
     calls: list = field(default_factory=list)  # slow lines of the engine thread (setting `trace`)
+    loop: list = field(default_factory=list)  # slow event-loop callbacks (setting `loop`)
 
     def pct(self, q: float) -> float:
         return http_load.percentile([s for _, s in self.samples], q) * 1000
@@ -106,7 +107,12 @@ def sweep(
             row = asyncio.run(_measure(served.url, setting, bodies))
             command("report")
             report = json.loads(Path(f"{control}.out").read_text())
-            row.gc, row.gil, row.calls = report["gc"], report["gil"], report["calls"]
+            row.gc, row.gil, row.calls, row.loop = (
+                report["gc"],
+                report["gil"],
+                report["calls"],
+                report["loop"],
+            )
             rows.append(row)
             log(f"{setting}: p99 {row.pct(99):.2f} ms, {row.tokens_per_s:.0f} tok/s")
     finally:
@@ -153,6 +159,10 @@ def markdown(rows: list[Row], *, title: str) -> str:
     if traced:
         lines += ["", "Engine-thread lines over 3 ms (count, total ms; GIL waits > 10 ms inside them):", ""]
         lines += [f"- {r.setting}: {held_by(r)}" for r in traced]
+    timed = [r for r in rows if "loop" in r.setting.split("+")]
+    if timed:
+        lines += ["", "Event-loop callbacks over 3 ms (count, total ms; probes > 5 ms that overlap one):", ""]
+        lines += [f"- {r.setting}: {loop_stalls(r)}" for r in timed]
     sampled = [r for r in rows if any(threads for _, _, threads in r.gil)]
     if sampled:
         lines += ["", "Where the other threads stood when a GIL wait > 10 ms ended (count):", ""]
@@ -188,3 +198,19 @@ def holders(row: Row, top: int = 8) -> str:
     every wait and tell nothing; they are ranked with the rest, so read them as background."""
     counts = Counter(where for _, waited, threads in row.gil if waited > 0.010 for where in threads)
     return "; ".join(f"{where} ×{n}" for where, n in counts.most_common(top))
+
+
+def loop_stalls(row: Row, top: int = 8) -> str:
+    """What ran long on the event loop, and how many slow probes were in flight over one."""
+    totals: dict[str, list] = {}
+    for _, seconds, name in row.loop:
+        total = totals.setdefault(name, [0, 0.0])
+        total[0] += 1
+        total[1] += seconds
+    slow = [(sent, s) for sent, s in row.samples if s > 0.005]
+    overlapped = sum(
+        1 for sent, s in slow if any(start < sent + s and sent < start + took for start, took, _ in row.loop)
+    )
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    names = "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms" for name, (n, ms) in ranked) or "none"
+    return f"{names} (slow probes overlapping: {overlapped} of {len(slow)})"

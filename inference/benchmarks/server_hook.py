@@ -10,15 +10,19 @@ several settings:
                        inside a C call) and, past 10 ms, where every other thread stands then
     memstats off|on    whether the engine reads MLX's allocator figures after each step
     step lmx|mlx-lm    the decode step LMX runs (inference.batch_step) or mlx-lm's own
+    loop               until the next report, every event-loop callback over 3 ms is recorded with
+                       what it ran (a task's coroutine, or the function)
     trace              until the next report, the engine thread records every line of Python
                        that takes more than 3 ms (file:line): with `gil`, the line a long GIL
                        wait falls inside is the one whose C call holds the GIL
     report             write {"switch", "gil": [[time, seconds, [thread: file:line, ...]]], "gc": [[time, gen, seconds]],
-                       "calls": [[start time, seconds, file:line]]} to <control file>.out and start over
+                       "calls": [[start time, seconds, file:line]],
+                       "loop": [[start time, seconds, what]]} to <control file>.out and start over
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -46,6 +50,8 @@ class _Hook:
         self.calls: list[tuple[float, float, str]] = []
         self._last = (0.0, "")
         self._tracing = False
+        self.loop: list[tuple[float, float, str]] = []
+        self._loop_run = None  # asyncio's Handle._run while `loop` times it
 
     def on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -98,15 +104,39 @@ class _Hook:
             self._tracing = True
             self._last = (time.perf_counter(), "trace started")
             self._on_engine(self._trace)
+        elif command == "loop" and self._loop_run is None:
+            self._time_loop()
         elif command == "report":
             self._sampling = False
+            if self._loop_run is not None:
+                asyncio.events.Handle._run, self._loop_run = self._loop_run, None
             if self._tracing:
                 self._tracing = False
                 self._on_engine(None)
-            report = {"switch": sys.getswitchinterval(), "gil": self.gil, "gc": self.gc, "calls": self.calls}
+            report = {
+                "switch": sys.getswitchinterval(),
+                "gil": self.gil,
+                "gc": self.gc,
+                "calls": self.calls,
+                "loop": self.loop,
+            }
             with open(self.control + ".out", "w") as f:
                 json.dump(report, f)
-            self.gil, self.gc, self.calls = [], [], []
+            self.gil, self.gc, self.calls, self.loop = [], [], [], []
+
+    def _time_loop(self) -> None:
+        run = self._loop_run = asyncio.events.Handle._run
+        slow = self.loop
+
+        def timed(handle) -> None:
+            callback, args = handle._callback, handle._args  # a handle cancelled while it runs loses them
+            start = time.perf_counter()
+            run(handle)
+            took = time.perf_counter() - start
+            if took > SLOW_CALL_S:
+                slow.append((time.time() - took, took, _describe(callback, args)))
+
+        asyncio.events.Handle._run = timed
 
     @staticmethod
     def _on_engine(trace) -> None:
@@ -125,6 +155,17 @@ class _Hook:
         here = frame.f_back if event == "return" and frame.f_back is not None else frame
         self._last = (time.perf_counter(), f"{Path(here.f_code.co_filename).name}:{here.f_lineno}")
         return self._trace
+
+
+def _describe(callback, args) -> str:
+    if getattr(callback, "__name__", "") == "callWithLogger" and len(args) > 1:
+        # Twisted's reactor: socket I/O, args (selectable, its doRead/doWrite)
+        protocol = type(getattr(args[0], "protocol", None)).__name__
+        return f"{getattr(args[1], '__qualname__', args[1])} ({protocol})"
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Future) and hasattr(owner, "get_coro"):
+        return f"task {owner.get_coro().__qualname__}"
+    return getattr(callback, "__qualname__", None) or repr(callback)
 
 
 def _threads() -> list[str]:

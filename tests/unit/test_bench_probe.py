@@ -84,3 +84,30 @@ def test_a_long_gil_wait_names_the_thread_and_line_that_held_it(tmp_path):
     finally:
         signal.signal(signal.SIGUSR2, previous_handler)
         gc.callbacks.remove(hook.on_gc)
+
+
+def test_the_loop_setting_names_a_callback_that_blocked_the_event_loop(tmp_path):
+    import asyncio
+
+    control = tmp_path / "hook"
+    previous_handler = signal.getsignal(signal.SIGUSR2)
+    hook = server_hook.install(str(control))
+
+    def blocking_callback():
+        time.sleep(0.02)  # what a request handler doing blocking work looks like to the loop
+
+    async def main():
+        asyncio.get_running_loop().call_soon(blocking_callback)
+        await asyncio.sleep(0.05)
+
+    original = asyncio.events.Handle._run
+    try:
+        hook.run(["loop"])
+        asyncio.run(main())
+        hook.run(["report"])
+        report = json.loads((tmp_path / "hook.out").read_text())
+        assert [name for _, took, name in report["loop"] if took > 0.015] == [blocking_callback.__qualname__]
+        assert asyncio.events.Handle._run is original  # the report put asyncio back as it was
+    finally:
+        signal.signal(signal.SIGUSR2, previous_handler)
+        gc.callbacks.remove(hook.on_gc)

@@ -14,7 +14,7 @@ from inference.benchmarks.servers import ROOT
 class Command(BaseCommand):
     help = (
         "Measure /readyz while N streams run, under settings applied to the running server: "
-        "idle, switch=SECONDS, memstats=on|off, step=lmx|mlx-lm, freeze, unfreeze, gil, trace (joined with +)."
+        "idle, switch=SECONDS, memstats=on|off, step=lmx|mlx-lm, freeze, unfreeze, gil, trace, loop (joined with +)."
     )
 
     def add_arguments(self, parser):
