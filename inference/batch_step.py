@@ -5,8 +5,8 @@ reads them with `.tolist()`. On CUDA the tokens sit in device memory and that re
 to the host behind step N+1's kernels, holding the GIL all the while: ~15 ms in one step of five
 on an H100 (Llama-3.1-8B shape, 32 streams), the line every long GIL wait of the server fell
 inside (`lmx_bench_probe ... trace`, docs/BENCHMARKS.md). Every request handler, /readyz too,
-waited with it. Here the copy happens inside MLX's array repr, which lets the GIL go; the
-`.tolist()` after it finds the tokens on the host. Same tokens, same order of work otherwise.
+waited with it. Here the tokens are brought to the host with the GIL released
+(`inference.host.to_host`) before `.tolist()` reads them. Same tokens, same order of work otherwise.
 
 The step below is mlx-lm 0.32.2's (requirements.txt pins it) but for that read.
 """
@@ -16,10 +16,7 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx_lm.generate import GenerationBatch
 
-
-def host_list(tokens: mx.array) -> list[int]:
-    repr(tokens)  # waits and copies to host memory with the GIL released
-    return tokens.tolist()
+from inference.host import to_host
 
 
 class HostReadBatch(GenerationBatch):
@@ -60,7 +57,7 @@ class HostReadBatch(GenerationBatch):
         mx.async_eval(self._next_tokens, self._next_logprobs, token_context)
 
         mx.eval(inputs, self._current_logprobs)
-        tokens = host_list(inputs)
+        tokens = to_host(inputs).tolist()
         for sti, ti in zip(self.tokens, tokens, strict=False):
             sti.append(ti)
         return tokens, self._current_logprobs

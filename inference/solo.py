@@ -15,6 +15,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from inference.generation import Slot
+from inference.host import to_host
 from inference.prompt_cache import nearest_cache
 
 PREFILL_STEP = 2048
@@ -71,8 +72,7 @@ class Solo:
 
     def _take(self) -> tuple[int, str | None]:
         """The pending token as an int, with why generation ends there (if it does)."""
-        mx.eval(self.pending)  # lets the GIL go while the device works
-        token = self.pending.item()
+        token = to_host(self.pending).item()  # the GIL is free while the device works
         self.remaining -= 1
         if token in self.stop_tokens:
             return token, "stop"
