@@ -262,7 +262,8 @@ class Engine:
                         del self._pending_loads[cmd.spec.id]
 
     def run_on_engine(self, fn) -> Future:
-        """Run `fn()` on the engine thread (tests and benchmarks that need MLX state)."""
+        """Run `fn()` on the engine thread, between steps: work on the model outside generation
+        (embeddings), and tests and benchmarks that need MLX state."""
         cmd = _Command("call", fn=fn)
         self._commands.put(cmd)
         return cmd.future

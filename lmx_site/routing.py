@@ -1,6 +1,6 @@
 from django.urls import path
 
-from inference.api import admin, openai, probes, websocket
+from inference.api import admin, openai, probes, retrieval, websocket
 from monitoring import consumers as monitoring
 
 http_patterns = [
@@ -16,6 +16,8 @@ http_patterns = [
     path("v1/models", openai.ModelsListConsumer.as_asgi()),
     path("v1/chat/completions", openai.ChatCompletionsConsumer.as_asgi()),
     path("v1/completions", openai.CompletionsConsumer.as_asgi()),
+    path("v1/embeddings", retrieval.EmbeddingsConsumer.as_asgi()),
+    path("v1/rerank", retrieval.RerankConsumer.as_asgi()),
 ]
 
 websocket_patterns = [

@@ -200,3 +200,85 @@ def completion_request(data: dict) -> CompletionRequest:
     return CompletionRequest(
         model, prompt, stream, _stream_options(data, stream), _params(data), echo=_bool(data, "echo", False)
     )
+
+
+MAX_INPUTS = 2048
+MAX_DOCUMENTS = 1024
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str
+    inputs: list  # texts, or token id lists
+    encoding_format: str
+    dimensions: int | None
+
+
+@dataclass
+class RerankRequest:
+    model: str
+    query: str
+    documents: list[str]
+    top_n: int | None
+    return_documents: bool
+
+
+def _inputs(value) -> list:
+    """OpenAI's `input`: a string, a list of strings, a token id list, or a list of those."""
+    if isinstance(value, str):
+        value = [value]
+    elif (
+        isinstance(value, list)
+        and value
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    ):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("Field 'input' must be a string, a list of strings or a list of token id lists.")
+    if len(value) > MAX_INPUTS:
+        raise InvalidRequest(
+            f"Field 'input' takes at most {MAX_INPUTS} items; send them in several requests."
+        )
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            if not item:
+                raise InvalidRequest(f"input[{i}] is empty.")
+        elif not (
+            isinstance(item, list)
+            and item
+            and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in item)
+        ):
+            raise InvalidRequest(f"input[{i}] must be a non-empty string or a list of token ids.")
+    return value
+
+
+def embedding_request(data: dict) -> EmbeddingRequest:
+    model = _model(data)
+    if "input" not in data:
+        raise InvalidRequest("Missing field 'input': the text (or texts) to embed.")
+    encoding = data.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise InvalidRequest("Field 'encoding_format' must be 'float' or 'base64'.")
+    dimensions = _number(data, "dimensions", None, 1, 1_000_000, integer=True)
+    return EmbeddingRequest(model, _inputs(data["input"]), encoding, dimensions)
+
+
+def rerank_request(data: dict) -> RerankRequest:
+    model = _model(data)
+    query = data.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidRequest("Field 'query' must be a non-empty string.")
+    documents = data.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise InvalidRequest("Field 'documents' must be a non-empty list of strings.")
+    if len(documents) > MAX_DOCUMENTS:
+        raise InvalidRequest(f"Field 'documents' takes at most {MAX_DOCUMENTS} items.")
+    texts = []
+    for i, doc in enumerate(documents):
+        if isinstance(doc, dict):  # Cohere's {"text": ...} form
+            doc = doc.get("text")
+        if not isinstance(doc, str) or not doc:
+            raise InvalidRequest(f"documents[{i}] must be a non-empty string.")
+        texts.append(doc)
+    top_n = _number(data, "top_n", None, 1, MAX_DOCUMENTS, integer=True)
+    return RerankRequest(model, query, texts, top_n, _bool(data, "return_documents", False))

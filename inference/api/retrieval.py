@@ -1,0 +1,69 @@
+"""/v1/embeddings (OpenAI's shape) and /v1/rerank (Jina's and Cohere's shape)."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from inference import embedding, serving
+from inference.api import schemas
+from inference.http import JsonConsumer
+
+
+def _encode(vector: list[float], encoding_format: str):
+    if encoding_format == "base64":  # little-endian float32, as OpenAI sends it
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+class EmbeddingsConsumer(JsonConsumer):
+    methods = ("POST",)
+
+    async def post(self, body: bytes) -> None:
+        req = schemas.embedding_request(self.parse_json(body))
+        self.model_name = req.model
+        loaded = await serving.ensure_model(req.model)
+        self.model_name = loaded.spec.id
+        vectors, tokens = await embedding.embed(loaded, req.inputs)
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _encode(embedding.shorten(v, req.dimensions), req.encoding_format),
+            }
+            for i, v in enumerate(vectors)
+        ]
+        await self.send_json(
+            {
+                "object": "list",
+                "data": data,
+                "model": loaded.spec.id,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+
+class RerankConsumer(JsonConsumer):
+    methods = ("POST",)
+
+    async def post(self, body: bytes) -> None:
+        req = schemas.rerank_request(self.parse_json(body))
+        self.model_name = req.model
+        loaded = await serving.ensure_model(req.model)
+        self.model_name = loaded.spec.id
+        scores, tokens = await embedding.rerank(loaded, req.query, req.documents)
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: req.top_n]
+        results = [
+            {"index": i, "relevance_score": scores[i]}
+            | ({"document": {"text": req.documents[i]}} if req.return_documents else {})
+            for i in ranked
+        ]
+        await self.send_json(
+            {
+                "id": serving.new_id("rerank"),
+                "object": "list",
+                "model": loaded.spec.id,
+                "results": results,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )

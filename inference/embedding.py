@@ -1,0 +1,94 @@
+"""Embeddings and reranking with the loaded model.
+
+An embedding is the model's last hidden state (after its final norm), pooled over the input's
+tokens and scaled to unit length. Pooling follows the model's sentence-transformers config
+(`1_Pooling/config.json`: last token for Qwen3-Embedding, mean, or first) and is the mean
+otherwise, which is what works for a model not trained for embeddings (llama.cpp's `--pooling
+mean`). Reranking scores each document by the cosine similarity of its embedding with the
+query's. The work runs on the engine thread, between decoding steps, like a prompt's prefill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import mlx.core as mx
+
+from inference.errors import InvalidRequest, NoModelLoaded
+from inference.host import to_host
+from inference.runtime import get_engine
+
+POOLINGS = {
+    "pooling_mode_lasttoken": "last",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "first",
+}
+
+
+def pooling_of(model_path: str) -> str:
+    config = Path(model_path) / "1_Pooling" / "config.json"
+    try:
+        chosen = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return "mean"
+    return next((mode for key, mode in POOLINGS.items() if chosen.get(key)), "mean")
+
+
+def embed_tokens(model, token_lists: list[list[int]], *, pooling: str) -> list[list[float]]:
+    """Unit-length embeddings, one per token list (engine thread)."""
+    backbone = getattr(model, "model", None)
+    if not callable(backbone):
+        raise InvalidRequest("This model does not expose its hidden states, so it cannot embed text.")
+    vectors = []
+    for tokens in token_lists:
+        hidden = backbone(mx.array([tokens], dtype=mx.uint32))[0].astype(mx.float32)
+        pooled = {"last": hidden[-1], "first": hidden[0]}.get(pooling)
+        if pooled is None:
+            pooled = hidden.mean(axis=0)
+        vectors.append(to_host(pooled / mx.maximum(mx.linalg.norm(pooled), 1e-12)).tolist())
+    return vectors
+
+
+async def embed(loaded, inputs: list) -> tuple[list[list[float]], int]:
+    """(embeddings, prompt tokens) for texts or token id lists, with the loaded model."""
+    tokenizer = loaded.tokenizer
+    vocab = loaded.config.get("vocab_size") or len(tokenizer.get_vocab())
+    token_lists = []
+    for i, item in enumerate(inputs):
+        tokens = await asyncio.to_thread(tokenizer.encode, item) if isinstance(item, str) else item
+        if isinstance(item, list) and max(item) >= vocab:
+            raise InvalidRequest(f"input[{i}] has token ids outside the vocabulary ({vocab}).")
+        if len(tokens) > loaded.context_length:
+            raise InvalidRequest(
+                f"input[{i}] is {len(tokens)} tokens, over the model's context length of "
+                f"{loaded.context_length}. Shorten it or split it."
+            )
+        token_lists.append(list(tokens))
+    engine = get_engine()
+    pooling = pooling_of(loaded.spec.path)
+
+    def run() -> list[list[float]]:
+        if engine.loaded is not loaded:  # swapped while the request waited
+            raise NoModelLoaded(f"Model '{loaded.spec.id}' was unloaded before the request ran.")
+        return embed_tokens(loaded.model, token_lists, pooling=pooling)
+
+    vectors = await asyncio.wrap_future(engine.run_on_engine(run))
+    return vectors, sum(len(t) for t in token_lists)
+
+
+def shorten(vector: list[float], dimensions: int | None) -> list[float]:
+    """The first `dimensions` values, back to unit length (OpenAI's `dimensions`)."""
+    if dimensions is None or dimensions >= len(vector):
+        return vector
+    head = vector[:dimensions]
+    norm = sum(v * v for v in head) ** 0.5 or 1.0
+    return [v / norm for v in head]
+
+
+async def rerank(loaded, query: str, documents: list[str]) -> tuple[list[float], int]:
+    """A relevance score per document, in the order given, and the tokens read."""
+    vectors, tokens = await embed(loaded, [query, *documents])
+    question = vectors[0]
+    return [sum(q * d for q, d in zip(question, doc, strict=True)) for doc in vectors[1:]], tokens

@@ -1,0 +1,40 @@
+"""Embedding math on a tiny model: pooling, unit length, and the pooling a model asks for."""
+
+import json
+
+import mlx.core as mx
+import pytest
+
+from inference import embedding
+from tests.unit.test_batch_layers import TINY, _tiny
+
+
+def test_pooled_vectors_are_unit_length_and_follow_the_pooling():
+    model = _tiny("llama-3.1-8b")
+    tokens = [[5, 9, 13, 2], [5, 9, 13, 2], [7, 1]]
+    mean = embedding.embed_tokens(model, tokens, pooling="mean")
+    last = embedding.embed_tokens(model, tokens, pooling="last")
+    hidden = model.model(mx.array([tokens[0]]))[0].astype(mx.float32)
+    expected_last = hidden[-1] / mx.linalg.norm(hidden[-1])
+    assert len(mean) == 3 and len(mean[0]) == TINY["hidden_size"]
+    assert mean[0] == mean[1] and mean[0] != mean[2]
+    assert sum(v * v for v in mean[2]) == pytest.approx(1.0, abs=1e-5)
+    assert last[0] == pytest.approx(expected_last.tolist(), abs=1e-5)
+    assert last[0] != pytest.approx(mean[0], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [({"pooling_mode_lasttoken": True}, "last"), ({"pooling_mode_cls_token": True}, "first"), (None, "mean")],
+)
+def test_pooling_comes_from_the_sentence_transformers_config(tmp_path, config, expected):
+    if config is not None:
+        (tmp_path / "1_Pooling").mkdir()
+        (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    assert embedding.pooling_of(str(tmp_path)) == expected
+
+
+def test_shortened_vectors_are_the_head_at_unit_length():
+    assert embedding.shorten([0.6, 0.8, 0.0], 1) == [1.0]
+    assert embedding.shorten([0.6, 0.8], None) == [0.6, 0.8]
+    assert embedding.shorten([0.6, 0.8], 5) == [0.6, 0.8]
