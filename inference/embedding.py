@@ -5,7 +5,8 @@ tokens and scaled to unit length. Pooling follows the model's sentence-transform
 (`1_Pooling/config.json`: last token for Qwen3-Embedding, mean, or first) and is the mean
 otherwise, which is what works for a model not trained for embeddings (llama.cpp's `--pooling
 mean`). Reranking scores each document by the cosine similarity of its embedding with the
-query's. The work runs on the engine thread, between decoding steps, like a prompt's prefill.
+query's. The work runs on the engine thread in groups of about 2,048 tokens, so the decoding
+streams take a step between groups, as they do between a long prompt's prefill chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from inference.errors import InvalidRequest, NoModelLoaded
 from inference.host import to_host
 from inference.runtime import get_engine
 
+GROUP_TOKENS = 2048  # tokens embedded per turn of the engine thread, like a prefill chunk
 POOLINGS = {
     "pooling_mode_lasttoken": "last",
     "pooling_mode_mean_tokens": "mean",
@@ -69,13 +71,26 @@ async def embed(loaded, inputs: list) -> tuple[list[list[float]], int]:
     engine = get_engine()
     pooling = pooling_of(loaded.spec.path)
 
-    def run() -> list[list[float]]:
+    def run(group: list[list[int]]) -> list[list[float]]:
         if engine.loaded is not loaded:  # swapped while the request waited
             raise NoModelLoaded(f"Model '{loaded.spec.id}' was unloaded before the request ran.")
-        return embed_tokens(loaded.model, token_lists, pooling=pooling)
+        return embed_tokens(loaded.model, group, pooling=pooling)
 
-    vectors = await asyncio.wrap_future(engine.run_on_engine(run))
+    vectors = []
+    for group in _groups(token_lists):  # decoding streams take their steps between groups
+        vectors += await asyncio.wrap_future(engine.run_on_engine(lambda group=group: run(group)))
     return vectors, sum(len(t) for t in token_lists)
+
+
+def _groups(token_lists: list[list[int]], budget: int = GROUP_TOKENS) -> list[list[list[int]]]:
+    groups, current, size = [], [], 0
+    for tokens in token_lists:
+        if current and size + len(tokens) > budget:
+            groups.append(current)
+            current, size = [], 0
+        current.append(tokens)
+        size += len(tokens)
+    return [*groups, current] if current else groups
 
 
 def shorten(vector: list[float], dimensions: int | None) -> list[float]:

@@ -38,3 +38,10 @@ def test_shortened_vectors_are_the_head_at_unit_length():
     assert embedding.shorten([0.6, 0.8, 0.0], 1) == [1.0]
     assert embedding.shorten([0.6, 0.8], None) == [0.6, 0.8]
     assert embedding.shorten([0.6, 0.8], 5) == [0.6, 0.8]
+
+
+def test_inputs_are_embedded_in_groups_of_about_the_token_budget():
+    lists = [[1] * 1000, [2] * 1000, [3] * 100, [4] * 5000, [5] * 10]
+    groups = embedding._groups(lists, budget=2048)
+    assert [[t[0] for t in g] for g in groups] == [[1, 2], [3], [4], [5]]
+    assert [t for g in groups for t in g] == lists
