@@ -45,3 +45,22 @@ def test_inputs_are_embedded_in_groups_of_about_the_token_budget():
     groups = embedding._groups(lists, budget=2048)
     assert [[t[0] for t in g] for g in groups] == [[1, 2], [3], [4], [5]]
     assert [t for g in groups for t in g] == lists
+
+
+def test_the_gguf_file_and_its_mlx_copy_embed_alike(settings, model_store):
+    """SmolLM2: the GGUF file and the MLX-native folder converted from it give the same vectors."""
+    from inference import loading
+    from inference.store import describe_gguf, describe_mlx_folder
+    from tests.conftest import GGUF_ID, MLX_ID
+
+    settings.LMX_CPU_FAST_PATH = "off"
+    text = "The capital of France is Paris."
+    vectors = []
+    for spec in (
+        describe_gguf(model_store / GGUF_ID, GGUF_ID),
+        describe_mlx_folder(model_store / MLX_ID, MLX_ID),
+    ):
+        model, tokenizer, _, _ = loading.load(spec)
+        vectors.append(embedding.embed_tokens(model, [tokenizer.encode(text)], pooling="mean")[0])
+    assert len(vectors[0]) == 576
+    assert sum(a * b for a, b in zip(*vectors, strict=True)) > 0.999
