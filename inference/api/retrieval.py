@@ -16,14 +16,21 @@ def _encode(vector: list[float], encoding_format: str):
     return vector
 
 
-class EmbeddingsConsumer(JsonConsumer):
+class _OnLoadedModel(JsonConsumer):
     methods = ("POST",)
 
+    async def loaded(self, name: str):
+        """The loaded model `name` names; errors before that are recorded under `name`."""
+        self.model_name = name
+        loaded = await serving.ensure_model(name)
+        self.model_name = loaded.spec.id
+        return loaded
+
+
+class EmbeddingsConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = schemas.embedding_request(self.parse_json(body))
-        self.model_name = req.model
-        loaded = await serving.ensure_model(req.model)
-        self.model_name = loaded.spec.id
+        loaded = await self.loaded(req.model)
         vectors, tokens = await embedding.embed(loaded, req.inputs)
         data = [
             {
@@ -43,14 +50,10 @@ class EmbeddingsConsumer(JsonConsumer):
         )
 
 
-class RerankConsumer(JsonConsumer):
-    methods = ("POST",)
-
+class RerankConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = schemas.rerank_request(self.parse_json(body))
-        self.model_name = req.model
-        loaded = await serving.ensure_model(req.model)
-        self.model_name = loaded.spec.id
+        loaded = await self.loaded(req.model)
         scores, tokens = await embedding.rerank(loaded, req.query, req.documents)
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: req.top_n]
         results = [
