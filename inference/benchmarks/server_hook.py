@@ -97,7 +97,10 @@ class _Hook:
         elif command == "step":
             from inference import batch_step, runtime
 
-            swap = {"lmx": batch_step.apply, "mlx-lm": batch_step.revert}[args[0]]
+            swaps = {"lmx": batch_step.apply, "mlx-lm": batch_step.revert}
+            if args[0] not in swaps:
+                raise ValueError(f"step takes lmx or mlx-lm, not {args[0]!r}")
+            swap = swaps[args[0]]
             engine = runtime.get_engine()
             engine.run_on_engine(lambda: engine._batch is not None and swap(engine._batch))
         elif command == "trace" and not self._tracing:
@@ -159,7 +162,7 @@ class _Hook:
 
 def _describe(callback, args) -> str:
     if getattr(callback, "__name__", "") == "callWithLogger" and len(args) > 1:
-        # Twisted's reactor: socket I/O, args (selectable, its doRead/doWrite)
+        # Twisted's reactor: socket I/O of args[0], handled by args[1]
         protocol = type(getattr(args[0], "protocol", None)).__name__
         return f"{getattr(args[1], '__qualname__', args[1])} ({protocol})"
     owner = getattr(callback, "__self__", None)
