@@ -95,7 +95,11 @@ def _groups(token_lists: list[list[int]], budget: int = GROUP_TOKENS) -> list[li
 
 def shorten(vector: list[float], dimensions: int | None) -> list[float]:
     """The first `dimensions` values, back to unit length (OpenAI's `dimensions`)."""
-    if dimensions is None or dimensions >= len(vector):
+    if dimensions is not None and dimensions > len(vector):
+        raise InvalidRequest(
+            f"Field 'dimensions' must be at most {len(vector)} for this model, got {dimensions}."
+        )
+    if dimensions is None or dimensions == len(vector):
         return vector
     head = vector[:dimensions]
     norm = sum(v * v for v in head) ** 0.5 or 1.0

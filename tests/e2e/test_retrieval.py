@@ -85,6 +85,7 @@ BAD = [
     ("/v1/embeddings", {"model": MLX_ID, "input": [[10**9]]}, "outside the vocabulary"),
     ("/v1/embeddings", {"model": MLX_ID, "input": "hello " * 9000}, "over the model's context length"),
     ("/v1/embeddings", {"model": MLX_ID, "input": PARIS, "encoding_format": "int8"}, "'float' or 'base64'"),
+    ("/v1/embeddings", {"model": MLX_ID, "input": PARIS, "dimensions": 4096}, "at most 576 for this model"),
     ("/v1/rerank", {"model": MLX_ID, "documents": ["a"]}, "'query' must be a non-empty string"),
     ("/v1/rerank", {"model": MLX_ID, "query": "q", "documents": "a"}, "'documents' must be a non-empty list"),
     ("/v1/rerank", {"model": MLX_ID, "query": "q", "documents": ["a", 3]}, "documents[1] must be"),
