@@ -35,6 +35,8 @@ def pooling_of(model_path: str) -> str:
         chosen = json.loads(config.read_text())
     except (OSError, ValueError):
         return "mean"
+    if not isinstance(chosen, dict):
+        return "mean"
     return next((mode for key, mode in POOLINGS.items() if chosen.get(key)), "mean")
 
 

@@ -25,7 +25,12 @@ def test_pooled_vectors_are_unit_length_and_follow_the_pooling():
 
 @pytest.mark.parametrize(
     ("config", "expected"),
-    [({"pooling_mode_lasttoken": True}, "last"), ({"pooling_mode_cls_token": True}, "first"), (None, "mean")],
+    [
+        ({"pooling_mode_lasttoken": True}, "last"),
+        ({"pooling_mode_cls_token": True}, "first"),
+        (None, "mean"),
+        (["not", "an", "object"], "mean"),
+    ],
 )
 def test_pooling_comes_from_the_sentence_transformers_config(tmp_path, config, expected):
     if config is not None:
