@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from tests.conftest import GGUF_ID, MLX_ID
+from tests.conftest import GGUF_ID, MLX_ID, wait_for
 
 PARIS = "The capital of France is Paris."
 PARAPHRASE = "Paris is the capital city of France."
@@ -119,3 +119,37 @@ def test_unknown_and_unloaded_models_get_their_codes(server, path):
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model-not-found"
     assert idle.status_code == 503 and idle.json()["error"]["code"] == "no-model-loaded"
     assert wrong_method.status_code == 405
+
+
+def test_embeddings_are_answered_while_a_long_generation_runs(server):
+    """The engine thread serves an embeddings request between the steps of a running generation,
+    not after it."""
+    import threading
+    import time
+
+    finished = {}
+
+    def generate():
+        with server.client() as http:
+            body = {
+                "model": MLX_ID,
+                "messages": [{"role": "user", "content": "Count from one to a hundred."}],
+                "temperature": 0,
+                "max_tokens": 64,
+                "ignore_eos": True,
+            }
+            finished["generation"] = http.post("/v1/chat/completions", json=body).json()
+            finished["generation_at"] = time.monotonic()
+
+    thread = threading.Thread(target=generate)
+    thread.start()
+    try:
+        with server.client() as http:
+            assert wait_for(lambda: http.get("/metrics").text.count("lmx_active_requests 1") > 0, timeout=30)
+            r = http.post("/v1/embeddings", json={"model": MLX_ID, "input": [PARIS] * 4})
+            embedded_at = time.monotonic()
+    finally:
+        thread.join(timeout=300)
+    assert r.status_code == 200 and len(r.json()["data"]) == 4
+    assert finished["generation"]["usage"]["completion_tokens"] == 64
+    assert embedded_at < finished["generation_at"]
