@@ -1,12 +1,10 @@
 """python manage.py lmx_bench: LMX vs mlx-lm in-process vs mlx_lm.server, one table with ratios."""
 
-from pathlib import Path
-
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import conf, resolve, store
 from inference.benchmarks.random_model import SHAPES
 from inference.benchmarks.run import Options, run
+from inference.management.commands._bench import mlx_model, publish
 
 
 class Command(BaseCommand):
@@ -33,17 +31,15 @@ class Command(BaseCommand):
         parser.add_argument("--out", help="append the table to this markdown file (e.g. docs/BENCHMARKS.md)")
 
     def handle(self, *args, **o):
-        ref = o["model"] or conf.get("LMX_DEFAULT_MODEL")
+        ref = o["model"]
         if o["shape"]:
             from django.core.management import call_command
 
             call_command("lmx_build_random", o["shape"])
             ref = f"random-{o['shape']}-4bit"
-        spec = resolve.resolve_local(ref, store.scan())
-        if spec is None:
-            raise CommandError(f"Model {ref!r} is not in the model store; see GET /admin/models.")
-        if spec.format != "mlx":
-            raise CommandError("mlx-lm and mlx_lm.server read MLX-native folders only; pass --gguf for GGUF.")
+        spec = mlx_model(
+            ref, why_mlx="mlx-lm and mlx_lm.server read MLX-native folders only; pass --gguf for GGUF."
+        )
         try:
             streams = sorted({int(s) for s in o["streams"].split(",")})
         except ValueError as exc:
@@ -62,8 +58,4 @@ class Command(BaseCommand):
             peer=not o["no_peer"],
             url=o["url"],
         )
-        table = run(opts, log=lambda msg: self.stderr.write(msg))
-        self.stdout.write(table)
-        if o["out"]:
-            with Path(o["out"]).open("a") as fh:
-                fh.write("\n" + table)
+        publish(self, run(opts, log=lambda msg: self.stderr.write(msg)), o["out"])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import conf, resolve, store
 from inference.benchmarks import probe_sweep
 from inference.benchmarks.servers import ROOT
+from inference.management.commands._bench import mlx_model, publish
 
 
 class Command(BaseCommand):
@@ -28,14 +28,9 @@ class Command(BaseCommand):
         import mlx.core as mx
         from mlx_lm.utils import load_tokenizer
 
-        ref = model or conf.get("LMX_DEFAULT_MODEL")
-        spec = resolve.resolve_local(ref, store.scan())
-        if spec is None:
-            raise CommandError(f"Model {ref!r} is not in the model store; see GET /admin/models.")
-        if spec.format != "mlx":
-            raise CommandError(
-                "The benchmark reads the tokenizer of an MLX-native folder; GGUF is not supported."
-            )
+        spec = mlx_model(
+            model, why_mlx="The benchmark reads the tokenizer of an MLX-native folder; GGUF is not supported."
+        )
         try:
             chosen = [s.strip() for s in variants.split(",") if s.strip()]
             for setting in chosen:
@@ -55,8 +50,4 @@ class Command(BaseCommand):
             f"#### /readyz under {streams} streams × {gen_tokens} tokens, {spec.id} — {date.today()}\n\n"
             f"- {platform.machine()}, MLX {mx.__version__} ({mx.default_device()}), probe every 10 ms"
         )
-        text = probe_sweep.markdown(rows, title=title)
-        self.stdout.write(text)
-        if out:
-            with Path(out).open("a") as f:
-                f.write("\n" + text)
+        publish(self, probe_sweep.markdown(rows, title=title), out)
