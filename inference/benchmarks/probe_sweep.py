@@ -21,6 +21,7 @@ from pathlib import Path
 
 from inference.benchmarks import http_load
 from inference.benchmarks.run import Prompts, completion_body
+from inference.benchmarks.server_hook import GIL_LONG_S as LONG_WAIT_S
 from inference.benchmarks.servers import start_lmx
 
 COMMANDS = ("switch", "memstats", "step", "freeze", "unfreeze", "gil", "trace", "loop")
@@ -61,8 +62,9 @@ def parse_setting(setting: str) -> list[str]:
     return commands
 
 
-def is_idle(setting: str) -> bool:
-    return "idle" in setting.split("+")
+def has(setting: str, name: str) -> bool:
+    """Whether `name` is one of the +-joined parts of a row's setting."""
+    return name in setting.split("+")
 
 
 def _valid(name: str, value: str) -> bool:
@@ -102,7 +104,7 @@ def sweep(
             command("report")  # start the row's gc and GIL records afresh
             for text in parse_setting(setting):
                 command(text)  # switch and freeze stay for the rows after; gil ends with the row
-            n = 0 if is_idle(setting) else streams
+            n = 0 if has(setting, "idle") else streams
             bodies = [completion_body(model_id, prompts.make()[0], gen_tokens) for _ in range(n)]
             row = asyncio.run(_measure(served.url, setting, bodies))
             command("report")
@@ -143,11 +145,11 @@ def markdown(rows: list[Row], *, title: str) -> str:
     ]
     for r in rows:
         slow_gc = max((seconds for _, _, seconds in r.gc), default=0) * 1000
-        long_waits = [s for _, s, _ in r.gil if s > 0.010]
+        long_waits = [s for _, s, _ in r.gil if s > LONG_WAIT_S]
         gil = (
             f"{len(long_waits) / (r.ended - r.started):.1f}/s, median {statistics.median(long_waits) * 1000:.1f} ms"
             if long_waits
-            else ("none" if "gil" in r.setting.split("+") else "–")
+            else ("none" if has(r.setting, "gil") else "–")
         )
         lines.append(
             f"| {r.setting} | {r.tokens_per_s:,.0f} | {len(r.samples)} | {r.pct(50):.2f} | {r.pct(90):.2f} "
@@ -155,11 +157,11 @@ def markdown(rows: list[Row], *, title: str) -> str:
         )
     lines += ["", "Slowest probes (ms @ seconds after the streams started):", ""]
     lines += [f"- {r.setting}: {r.slowest()}" + (f" (errors: {r.errors})" if r.errors else "") for r in rows]
-    traced = [r for r in rows if "trace" in r.setting.split("+")]
+    traced = [r for r in rows if has(r.setting, "trace")]
     if traced:
         lines += ["", "Engine-thread lines over 3 ms (count, total ms; GIL waits > 10 ms inside them):", ""]
         lines += [f"- {r.setting}: {held_by(r)}" for r in traced]
-    timed = [r for r in rows if "loop" in r.setting.split("+")]
+    timed = [r for r in rows if has(r.setting, "loop")]
     if timed:
         lines += ["", "Event-loop callbacks over 3 ms (count, total ms; probes > 5 ms that overlap one):", ""]
         lines += [f"- {r.setting}: {loop_stalls(r)}" for r in timed]
@@ -170,47 +172,48 @@ def markdown(rows: list[Row], *, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def held_by(row: Row) -> str:
+def held_by(row: Row, top: int = 8) -> str:
     """Slow lines by place, and how many long GIL waits fell inside each: no wait can happen
     inside a line whose calls let the GIL go, so those lines are the ones that hold it."""
-    totals: dict[str, list] = {}
-    for _, seconds, name in row.calls:
-        total = totals.setdefault(name, [0, 0.0, 0])
-        total[0] += 1
-        total[1] += seconds
+    waits: Counter[str] = Counter()
     for ended, waited, _ in row.gil:
-        if waited <= 0.010:
+        if waited <= LONG_WAIT_S:
             continue
         middle = ended - waited / 2
         for start, seconds, name in row.calls:
             if start <= middle <= start + seconds:
-                totals[name][2] += 1
+                waits[name] += 1
                 break
-    if not totals:
-        return "none"
-    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:8]
-    return "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms, {waits} waits" for name, (n, ms, waits) in ranked)
+    ranked = _ranked(row.calls, top)
+    return (
+        "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms, {waits[name]} waits" for name, n, ms in ranked) or "none"
+    )
 
 
 def holders(row: Row, top: int = 8) -> str:
-    """The commonest places other threads stood at the end of long GIL waits: the holder is
-    among them, at the line whose C call held the GIL. Threads parked in a wait show up at
-    every wait and tell nothing; they are ranked with the rest, so read them as background."""
-    counts = Counter(where for _, waited, threads in row.gil if waited > 0.010 for where in threads)
+    """The commonest places the other busy threads stood at the end of long GIL waits (the hook
+    leaves out threads parked in a wait): the holder is among them, at the line whose C call
+    held the GIL."""
+    counts = Counter(where for _, waited, threads in row.gil if waited > LONG_WAIT_S for where in threads)
     return "; ".join(f"{where} ×{n}" for where, n in counts.most_common(top))
 
 
 def loop_stalls(row: Row, top: int = 8) -> str:
     """What ran long on the event loop, and how many slow probes were in flight over one."""
-    totals: dict[str, list] = {}
-    for _, seconds, name in row.loop:
-        total = totals.setdefault(name, [0, 0.0])
-        total[0] += 1
-        total[1] += seconds
     slow = [(sent, s) for sent, s in row.samples if s > 0.005]
     overlapped = sum(
         1 for sent, s in slow if any(start < sent + s and sent < start + took for start, took, _ in row.loop)
     )
-    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
-    names = "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms" for name, (n, ms) in ranked) or "none"
+    names = "; ".join(f"{name} ×{n}, {ms * 1000:.0f} ms" for name, n, ms in _ranked(row.loop, top)) or "none"
     return f"{names} (slow probes overlapping: {overlapped} of {len(slow)})"
+
+
+def _ranked(records: list, top: int) -> list[tuple[str, int, float]]:
+    """(name, count, total seconds) of timed records [start, seconds, name], most time first."""
+    totals: dict[str, list] = {}
+    for _, seconds, name in records:
+        total = totals.setdefault(name, [0, 0.0])
+        total[0] += 1
+        total[1] += seconds
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    return [(name, n, seconds) for name, (n, seconds) in ranked]
