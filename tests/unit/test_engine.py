@@ -45,6 +45,15 @@ def _spied_slot(engine: Engine, prompt: str, n: int, tokens: list[int], **reques
     return slot
 
 
+async def _text_and_end(slot: Slot) -> tuple[str, tuple]:
+    """All the text a slot streamed, and its last event's kind and reason, e.g. ("done", "length")."""
+    text, last = "", None
+    async for event in slot.events():
+        text += event[1] if event[0] == "text" else ""
+        last = event
+    return text, last[:2]
+
+
 def _greedy_tokens(engine: Engine, prompt: str, n: int) -> list[int]:
     tokens: list[int] = []
 
@@ -179,14 +188,6 @@ def test_a_step_of_many_streams_reaches_the_event_loop_in_one_wake_up(engine, mo
     prompts = ["The capital of France is", "Cats are", "One, two,", "Water boils at"]
     wake_ups = 0
 
-    async def collect(slot: Slot) -> tuple[str, tuple]:
-        text, last = "", None
-        async for event in slot.events():
-            if event[0] == "text":
-                text += event[1]
-            last = event
-        return text, last[:2]
-
     async def run():
         nonlocal wake_ups
         loop = asyncio.get_running_loop()
@@ -209,7 +210,7 @@ def test_a_step_of_many_streams_reaches_the_event_loop_in_one_wake_up(engine, mo
         steps = engine.counters.steps
         for slot in slots:
             engine.submit(slot)
-        results = await asyncio.gather(*(collect(s) for s in slots))
+        results = await asyncio.gather(*(_text_and_end(s) for s in slots))
         return results, engine.counters.steps - steps
 
     results, steps = asyncio.run(run())
@@ -225,13 +226,6 @@ def test_counters_count_every_token_and_every_ending_in_the_batch(engine, model_
     spied: list[int] = []
     before = (engine.counters.generated_tokens, engine.counters.completed)
 
-    async def collect(slot: Slot) -> tuple[str, tuple]:
-        text, last = "", None
-        async for event in slot.events():
-            text += event[1] if event[0] == "text" else ""
-            last = event
-        return text, last[:2]
-
     async def run():
         slots = [
             _spied_slot(engine, "Cats are", 6, spied, temperature=0, ignore_eos=True),
@@ -240,7 +234,7 @@ def test_counters_count_every_token_and_every_ending_in_the_batch(engine, model_
         ]
         for slot in slots:
             engine.submit(slot)
-        return await asyncio.gather(*(collect(s) for s in slots))
+        return await asyncio.gather(*(_text_and_end(s) for s in slots))
 
     (_, cats), (france, france_end), (_, count) = asyncio.run(run())
     assert cats == count == ("done", "length")
