@@ -12,6 +12,7 @@ streams take a step between groups, as they do between a long prompt's prefill c
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 
@@ -29,6 +30,7 @@ POOLINGS = {
 }
 
 
+@functools.lru_cache(maxsize=16)  # read once per model folder, not on every request
 def pooling_of(model_path: str) -> str:
     config = Path(model_path) / "1_Pooling" / "config.json"
     try:
