@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from inference import serving
 from inference.errors import InvalidRequest, NoModelLoaded
 from inference.host import to_host
 from inference.runtime import get_engine
@@ -60,7 +61,7 @@ def embed_tokens(model, token_lists: list[list[int]], *, pooling: str) -> list[l
 async def embed(loaded, inputs: list) -> tuple[list[list[float]], int]:
     """(embeddings, prompt tokens) for texts or token id lists, with the loaded model."""
     tokenizer = loaded.tokenizer
-    vocab = loaded.config.get("vocab_size") or len(tokenizer.get_vocab())
+    vocab = serving.vocab_size(loaded)
     token_lists = []
     for i, item in enumerate(inputs):
         tokens = await asyncio.to_thread(tokenizer.encode, item) if isinstance(item, str) else item

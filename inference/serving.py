@@ -61,6 +61,11 @@ async def ensure_model(name: str):
     )
 
 
+def vocab_size(loaded) -> int:
+    """Token ids a request may name are below this."""
+    return loaded.config.get("vocab_size") or len(loaded.tokenizer.get_vocab())
+
+
 def _tokenize_chat(tokenizer, messages: list[dict]) -> list[int]:
     if getattr(tokenizer, "chat_template", None) is None and not getattr(
         tokenizer, "has_chat_template", False
@@ -109,7 +114,7 @@ async def start_generation(req: ChatRequest | CompletionRequest):
     else:
         tokens = await asyncio.to_thread(tokenizer.encode, req.prompt)
     if req.params.logit_bias:
-        vocab = loaded.config.get("vocab_size") or len(tokenizer.get_vocab())
+        vocab = vocab_size(loaded)
         bad = [t for t in req.params.logit_bias if not 0 <= t < vocab]
         if bad:
             raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
