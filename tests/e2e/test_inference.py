@@ -205,6 +205,7 @@ BAD_CHAT = [
     ({"model": MLX_ID, "messages": QUESTION, "stop": [1, 2]}, "'stop' must be a string"),
     ({"model": MLX_ID, "messages": QUESTION, "stream": "yes"}, "'stream' must be true or false"),
     ({"model": MLX_ID, "messages": "hello"}, "non-empty list"),
+    ({"model": MLX_ID, "messages": QUESTION, "logit_bias": {"999999": 5}}, "outside the vocabulary"),
 ]
 
 
