@@ -5,7 +5,7 @@ tokens and scaled to unit length. Pooling follows the model's sentence-transform
 (`1_Pooling/config.json`: last token for Qwen3-Embedding, mean, or first) and is the mean
 otherwise, which is what works for a model not trained for embeddings (llama.cpp's `--pooling
 mean`). Reranking scores each document by the cosine similarity of its embedding with the
-query's. The work runs on the engine thread in groups of about 2,048 tokens, so the decoding
+query's. The work runs on the engine thread (in the engine process) in groups of about 2,048 tokens, so the decoding
 streams take a step between groups, as they do between a long prompt's prefill chunks.
 """
 
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from inference import serving
 from inference.errors import InvalidRequest, NoModelLoaded
 from inference.host import to_host
 from inference.runtime import get_engine
@@ -60,31 +59,37 @@ def embed_tokens(model, token_lists: list[list[int]], *, pooling: str) -> list[l
 
 async def embed(loaded, inputs: list) -> tuple[list[list[float]], int]:
     """(embeddings, prompt tokens) for texts or token id lists, with the loaded model."""
-    tokenizer = loaded.tokenizer
-    vocab = serving.vocab_size(loaded)
+    engine = get_engine()
+    texts = [item for item in inputs if isinstance(item, str)]
+    encoded = iter(await asyncio.wrap_future(engine.tokenize(loaded, "texts", texts)) if texts else [])
     token_lists = []
     for i, item in enumerate(inputs):
-        tokens = await asyncio.to_thread(tokenizer.encode, item) if isinstance(item, str) else item
-        if isinstance(item, list) and max(item) >= vocab:
-            raise InvalidRequest(f"input[{i}] has token ids outside the vocabulary ({vocab}).")
+        tokens = next(encoded) if isinstance(item, str) else item
+        if isinstance(item, list) and max(item) >= loaded.vocab_size:
+            raise InvalidRequest(f"input[{i}] has token ids outside the vocabulary ({loaded.vocab_size}).")
         if len(tokens) > loaded.context_length:
             raise InvalidRequest(
                 f"input[{i}] is {len(tokens)} tokens, over the model's context length of "
                 f"{loaded.context_length}. Shorten it or split it."
             )
         token_lists.append(list(tokens))
-    engine = get_engine()
     pooling = pooling_of(loaded.spec.path)
-
-    def run(group: list[list[int]]) -> list[list[float]]:
-        if engine.loaded is not loaded:  # swapped while the request waited
-            raise NoModelLoaded(f"Model '{loaded.spec.id}' was unloaded before the request ran.")
-        return embed_tokens(loaded.model, group, pooling=pooling)
-
     vectors = []
     for group in _groups(token_lists):  # decoding streams take their steps between groups
-        vectors += await asyncio.wrap_future(engine.run_on_engine(lambda group=group: run(group)))
+        vectors += await asyncio.wrap_future(
+            engine.call(embed_group, loaded.spec.path, loaded.loaded_at, group, pooling)
+        )
     return vectors, sum(len(t) for t in token_lists)
+
+
+def embed_group(
+    engine, path: str, loaded_at: float, group: list[list[int]], pooling: str
+) -> list[list[float]]:
+    """On the engine thread: embed with the model the request was checked against."""
+    loaded = engine.loaded
+    if loaded is None or (loaded.spec.path, loaded.loaded_at) != (path, loaded_at):
+        raise NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
+    return embed_tokens(loaded.model, group, pooling=pooling)
 
 
 def _groups(token_lists: list[list[int]], budget: int = GROUP_TOKENS) -> list[list[list[int]]]:

@@ -53,6 +53,41 @@ class LoadedModel:
     def vram_gb(self) -> float:
         return round(self.vram_bytes / 1e9, 3)
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a request may name are below this."""
+        return self.config.get("vocab_size") or len(self.tokenizer.get_vocab())
+
+    def info(self) -> LoadedInfo:
+        return LoadedInfo(
+            spec=self.spec,
+            config=self.config,
+            vram_bytes=self.vram_bytes,
+            load_time_ms=self.load_time_ms,
+            loaded_at=self.loaded_at,
+            context_length=self.context_length,
+            backend=self.backend,
+            vocab_size=self.vocab_size,
+        )
+
+
+@dataclass(frozen=True)
+class LoadedInfo:
+    """What the server process knows of the model the engine process holds (no MLX objects)."""
+
+    spec: ModelSpec
+    config: dict
+    vram_bytes: int
+    load_time_ms: int
+    loaded_at: float
+    context_length: int
+    backend: str
+    vocab_size: int
+
+    @property
+    def vram_gb(self) -> float:
+        return round(self.vram_bytes / 1e9, 3)
+
 
 @dataclass
 class LoadResult:
@@ -110,6 +145,8 @@ class Engine:
         prompt_cache_size: int,
         prompt_cache_bytes: int,
         listeners=None,
+        outbox=None,
+        on_state: Callable[[Engine], None] | None = None,
     ):
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
@@ -132,14 +169,15 @@ class Engine:
         self._slots: dict[int, Slot] = {}
         self._waiting: list[Slot] = []
         self._solo = None  # a request decoded alone while nothing else runs (inference.solo)
-        self._outbox = Outbox()
+        self._outbox = outbox or Outbox()
+        self.on_state = on_state  # called when loaded, loading or oom_unloaded change
         self._batch = None
         self._prompt_cache = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Engine:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        _freeze_heap()
+        freeze_heap()
         self._thread.start()
         return self
 
@@ -207,9 +245,18 @@ class Engine:
             mx.get_active_memory(), mx.get_peak_memory(), mx.get_cache_memory(), self.memory.total
         )
 
+    def _publish(self) -> None:
+        """After each command and step: fresh memory figures, then the step's events."""
+        self._read_memory()
+        self._outbox.flush()
+
+    def _state_changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self)
+
     def _run(self) -> None:
         self.memory = MemoryFigures(total=loading.device_memory())
-        self._read_memory()
+        self._publish()
         while not self._stop.is_set():
             busy = bool(self._slots or self._waiting or self._solo)
             try:
@@ -219,8 +266,7 @@ class Engine:
                 cmd = None
             while cmd is not None:
                 self._handle(cmd)
-                self._outbox.flush()
-                self._read_memory()
+                self._publish()
                 try:
                     cmd = self._commands.get_nowait()
                 except queue.Empty:
@@ -233,10 +279,9 @@ class Engine:
                 except Exception as exc:  # a failed step must not kill the engine
                     log.exception("Generation step failed")
                     self._fail_all(to_lmx_error(exc))
-                self._outbox.flush()
-                self._read_memory()
+                self._publish()
         self._fail_all(NoModelLoaded("LMX is shutting down."))
-        self._outbox.flush()
+        self._publish()
         self._drop_model()
 
     def _handle(self, cmd: _Command) -> None:
@@ -283,6 +328,7 @@ class Engine:
             previous = self.loaded.spec
             replaced = self._do_unload("replaced")
         self.loading = spec.id
+        self._state_changed()
         try:
             before = mx.get_active_memory()
             start = time.perf_counter()
@@ -307,7 +353,7 @@ class Engine:
                 cache_size=self.prompt_cache_size,
                 cache_bytes=self.prompt_cache_bytes,
             )
-            _freeze_heap()
+            freeze_heap()
         except BaseException as exc:
             self._drop_model()
             if previous is not None and isinstance(exc, Exception):
@@ -315,6 +361,7 @@ class Engine:
             raise
         finally:
             self.loading = None
+            self._state_changed()
         log.info("Model loaded: %s (%.1f GB, %.1fs)", spec.id, vram / 1e9, elapsed_ms / 1000)
         self._notify(
             {
@@ -358,6 +405,7 @@ class Engine:
         self._drop_model()
         freed = max(0, before - mx.get_active_memory())
         self.oom_unloaded = reason == "oom"
+        self._state_changed()
         log.info("Model unloaded, freed %.1f GB", freed / 1e9)
         self._notify(
             {
@@ -379,7 +427,7 @@ class Engine:
         self._batch = None
         self._prompt_cache = None
         gc.unfreeze()  # the model's objects were frozen with the rest: let them go
-        _freeze_heap()
+        freeze_heap()
         mx.clear_cache()
 
     # --- generation ------------------------------------------------------------------------
@@ -512,10 +560,11 @@ class Engine:
                 del self._slots[uid]
 
 
-def _freeze_heap() -> None:
-    """Collect, then move every object left to the permanent generation. Django, Twisted and
-    the model leave ~150k long-lived objects, and a full collection walks them all holding the
-    GIL: ~100 ms on a 2-core CPU, a pause every stream and probe feels. Frozen, they are
+def freeze_heap() -> None:
+    """Collect, then move every object left to the permanent generation (each process does it
+    for its own heap). Django, Twisted and the model leave ~150k long-lived objects, and a full
+    collection walks them all holding the GIL: ~100 ms on a 2-core CPU, a pause every stream
+    and probe feels. Frozen, they are
     skipped (the slowest full collections 79-95 ms -> 3-7 ms there, docs/BENCHMARKS.md)."""
     gc.collect()
     gc.freeze()

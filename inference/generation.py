@@ -90,7 +90,7 @@ class Slot:
         self.request = request
         self.detokenizer = detokenizer
         self.eos_token_ids = set(eos_token_ids)
-        self.loop = loop or asyncio.get_running_loop()
+        self.loop = loop or _running_loop()  # None in the engine process: events leave by pipe
         self.queue: asyncio.Queue = asyncio.Queue()
         self.stop_filter = StopFilter(request.stop)
         self.cancelled = False
@@ -188,6 +188,13 @@ class Slot:
             yield item
             if item[0] in ("done", "error"):
                 return
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Outbox:

@@ -1,13 +1,14 @@
-"""The process-wide engine, created on first use with the settings of that moment."""
+"""The process-wide engine (a client of the engine process), created on first use with the
+settings of that moment."""
 
 from __future__ import annotations
 
 import threading
 
 from inference import conf
-from inference.engine import Engine
+from inference.engine_client import EngineClient
 
-_engine: Engine | None = None
+_engine: EngineClient | None = None
 _lock = threading.Lock()
 _listeners: list = []
 
@@ -19,13 +20,13 @@ def add_listener(listener) -> None:
         _engine.listeners.append(listener)
 
 
-def get_engine() -> Engine:
+def get_engine() -> EngineClient:
     global _engine
     if _engine is None:
         with _lock:
             if _engine is None:
                 conf.validate()
-                _engine = Engine(
+                _engine = EngineClient(
                     max_concurrent=conf.get("LMX_MAX_CONCURRENT"),
                     max_queue=conf.get("LMX_MAX_QUEUE"),
                     prompt_cache_size=conf.get("LMX_PROMPT_CACHE_SIZE"),

@@ -14,7 +14,7 @@ import uuid
 from inference import conf, resolve, services, store
 from inference.api.schemas import ChatRequest, CompletionRequest, SamplingParams
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
-from inference.generation import GenerationRequest, Slot, Stats
+from inference.generation import GenerationRequest, Stats
 from inference.runtime import get_engine
 from monitoring import metrics  # imported here, not on the first request: 20+ ms on the event loop
 
@@ -61,23 +61,6 @@ async def ensure_model(name: str):
     )
 
 
-def vocab_size(loaded) -> int:
-    """Token ids a request may name are below this."""
-    return loaded.config.get("vocab_size") or len(loaded.tokenizer.get_vocab())
-
-
-def _tokenize_chat(tokenizer, messages: list[dict]) -> list[int]:
-    if getattr(tokenizer, "chat_template", None) is None and not getattr(
-        tokenizer, "has_chat_template", False
-    ):
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return tokenizer.encode(text)
-    try:
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-    except Exception as exc:  # templates raise on e.g. role orders they forbid
-        raise InvalidRequest(f"The model's chat template rejected these messages: {exc}") from exc
-
-
 def _request(tokens: list[int], params: SamplingParams, context: int) -> GenerationRequest:
     room = context - len(tokens)
     if room <= 0:
@@ -106,24 +89,20 @@ def _request(tokens: list[int], params: SamplingParams, context: int) -> Generat
 
 
 async def start_generation(req: ChatRequest | CompletionRequest):
-    """(slot, loaded model) for a validated request; the slot is already in the batch."""
+    """(stream, loaded model) for a validated request; the engine has the request."""
     loaded = await ensure_model(req.model)
-    tokenizer = loaded.tokenizer
+    engine = get_engine()
     if isinstance(req, ChatRequest):
-        tokens = await asyncio.to_thread(_tokenize_chat, tokenizer, req.messages)
+        tokens = await asyncio.wrap_future(engine.tokenize(loaded, "chat", req.messages))
     else:
-        tokens = await asyncio.to_thread(tokenizer.encode, req.prompt)
+        tokens = await asyncio.wrap_future(engine.tokenize(loaded, "text", req.prompt))
     if req.params.logit_bias:
-        vocab = vocab_size(loaded)
+        vocab = loaded.vocab_size
         bad = [t for t in req.params.logit_bias if not 0 <= t < vocab]
         if bad:
             raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
     generation = _request(tokens, req.params, loaded.context_length)
-    slot = Slot(generation, detokenizer=tokenizer.detokenizer, eos_token_ids=tokenizer.eos_token_ids)
-    engine = get_engine()
-    slot.wake_engine = engine.wake
-    engine.submit(slot)
-    return slot, loaded
+    return engine.submit(generation, model=loaded), loaded
 
 
 def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:

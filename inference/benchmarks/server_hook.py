@@ -2,7 +2,8 @@
 
 With LMX_BENCH_HOOK=<control file>, `lmx_serve` installs a SIGUSR2 handler that reads one command
 from that file, so one server (one model load, kernels compiled once) can be measured under
-several settings:
+several settings (the server process's, but memstats, step and trace, which reach the engine
+process through EngineClient.call):
     switch <seconds>   sys.setswitchinterval
     freeze | unfreeze  gc.freeze() / gc.unfreeze()
     gil                until the next report, a thread sleeps 0.2 ms in a loop and records each
@@ -13,8 +14,7 @@ several settings:
     loop               until the next report, every event-loop callback over 3 ms is recorded with
                        what it ran (a task's coroutine, or the function)
     trace              until the next report, the engine thread records every line of Python
-                       that takes more than 3 ms (file:line): with `gil`, the line a long GIL
-                       wait falls inside is the one whose C call holds the GIL
+                       that takes more than 3 ms (file:line)
     report             write {"switch", "gil": [[time, seconds, [thread: file:line, ...]]], "gc": [[time, gen, seconds]],
                        "calls": [[start time, seconds, file:line]],
                        "loop": [[start time, seconds, what]]} to <control file>.out and start over
@@ -36,6 +36,7 @@ GIL_SLEEP_S = 0.0002
 GIL_LATE_S = 0.003
 GIL_LONG_S = 0.010
 SLOW_CALL_S = 0.003
+ENGINE_SIDE = {"memstats", "step", "trace"}  # run in the engine process (on_engine)
 # functions idle threads sit in (executor workers, the event loop's select, Condition.wait)
 _PARKED = {"_worker", "select", "wait", "_wait_for_tstate_lock"}
 
@@ -48,8 +49,7 @@ class _Hook:
         self._gc_started = 0.0
         self._sampling = False
         self.calls: list[tuple[float, float, str]] = []
-        self._last = (0.0, "")
-        self._tracing = False
+        self._engine_side = False  # whether an engine-side command was sent since the start
         self.loop: list[tuple[float, float, str]] = []
         self._loop_run = None  # asyncio's Handle._run while `loop` times it
 
@@ -84,38 +84,22 @@ class _Hook:
         elif command == "gil" and not self._sampling:
             self._sampling = True
             threading.Thread(target=self.sample_gil, name="lmx-gil-sampler", daemon=True).start()
-        elif command == "memstats":
-            from inference import runtime
-
-            engine = runtime.get_engine()
-            if args[0] == "off":
-                engine._read_memory = lambda: None
-            elif args[0] == "on":
-                vars(engine).pop("_read_memory", None)
-            else:
-                raise ValueError(f"memstats takes on or off, not {args[0]!r}")
-        elif command == "step":
-            from inference import batch_step, runtime
-
-            swaps = {"lmx": batch_step.apply, "mlx-lm": batch_step.revert}
-            if args[0] not in swaps:
+        elif command in ENGINE_SIDE:
+            if command == "step" and args[0] not in ("lmx", "mlx-lm"):
                 raise ValueError(f"step takes lmx or mlx-lm, not {args[0]!r}")
-            swap = swaps[args[0]]
-            engine = runtime.get_engine()
-            engine.run_on_engine(lambda: engine._batch is not None and swap(engine._batch))
-        elif command == "trace" and not self._tracing:
-            self._tracing = True
-            self._last = (time.perf_counter(), "trace started")
-            self._on_engine(self._trace)
+            if command == "memstats" and args[0] not in ("on", "off"):
+                raise ValueError(f"memstats takes on or off, not {args[0]!r}")
+            self._engine_side = True
+            # queued, not waited for: this runs in a signal handler on the event loop's thread
+            runtime().get_engine().call(on_engine, words)
         elif command == "loop" and self._loop_run is None:
             self._time_loop()
         elif command == "report":
             self._sampling = False
             if self._loop_run is not None:
                 asyncio.events.Handle._run, self._loop_run = self._loop_run, None
-            if self._tracing:
-                self._tracing = False
-                self._on_engine(None)
+            if self._engine_side:  # the engine's lines, from its process
+                self.calls = runtime().get_engine().call(on_engine, ["report"]).result(timeout=30)
             report = {
                 "switch": sys.getswitchinterval(),
                 "gil": self.gil,
@@ -141,12 +125,35 @@ class _Hook:
 
         asyncio.events.Handle._run = timed
 
-    @staticmethod
-    def _on_engine(trace) -> None:
-        from inference import runtime
 
-        # queued, not waited for: this runs in a signal handler on the event loop's thread
-        runtime.get_engine().run_on_engine(lambda: sys.settrace(trace))
+class _EngineSide:
+    """The settings that act on the engine, in the engine process, on its thread."""
+
+    def __init__(self):
+        self.calls: list[tuple[float, float, str]] = []
+        self._last = (0.0, "")
+
+    def run(self, engine, words: list[str]):
+        command, *args = words
+        if command == "memstats":
+            if args[0] == "off":
+                engine._read_memory = lambda: None
+            else:
+                vars(engine).pop("_read_memory", None)
+        elif command == "step":
+            from inference import batch_step
+
+            swap = {"lmx": batch_step.apply, "mlx-lm": batch_step.revert}[args[0]]
+            if engine._batch is not None:
+                swap(engine._batch)
+        elif command == "trace":
+            self._last = (time.perf_counter(), "trace started")
+            sys.settrace(self._trace)
+        elif command == "report":
+            sys.settrace(None)
+            calls, self.calls = self.calls, []
+            return calls
+        return None
 
     def _trace(self, frame, event: str, arg):
         # MLX's functions are not Python builtins and raise no profiler events, so time the lines:
@@ -158,6 +165,20 @@ class _Hook:
         here = frame.f_back if event == "return" and frame.f_back is not None else frame
         self._last = (time.perf_counter(), f"{Path(here.f_code.co_filename).name}:{here.f_lineno}")
         return self._trace
+
+
+_engine_side = _EngineSide()
+
+
+def on_engine(engine, words: list[str]):
+    """Run in the engine process by EngineClient.call: one engine-side command."""
+    return _engine_side.run(engine, words)
+
+
+def runtime():
+    from inference import runtime
+
+    return runtime
 
 
 def _describe(callback, args) -> str:

@@ -1,6 +1,10 @@
 """Probes on a real Daphne server: before any load, after a load, after an unload."""
 
-from tests.conftest import MLX_ID
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+
+from tests.conftest import MLX_ID, wait_for
 
 
 def test_probes_follow_the_model_lifecycle(make_server):
@@ -34,3 +38,41 @@ def test_default_model_is_loaded_at_start(server):
     with server.client() as http:
         body = http.get("/readyz").json()
     assert body["ready"] is True and body["model"] == MLX_ID
+
+
+def _engine_process(srv) -> psutil.Process:
+    children = psutil.Process(srv.proc.pid).children()
+    return next(p for p in children if "spawn_main" in " ".join(p.cmdline()))
+
+
+def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(make_server, server_db):
+    from monitoring.models import ErrorEvent
+
+    srv = make_server(default_model=MLX_ID, wait_ready=True)
+    engine = _engine_process(srv)
+    with srv.client() as http, ThreadPoolExecutor(1) as pool:
+        body = {"model": MLX_ID, "messages": [{"role": "user", "content": "Write a long story."}]}
+        running = pool.submit(http.post, "/v1/chat/completions", json={**body, "max_tokens": 400})
+        assert wait_for(lambda: http.get("/metrics").text.count("lmx_active_requests 1.0"), timeout=30)
+        engine.kill()
+        failed = running.result(timeout=60)
+        assert http.get("/healthz").status_code == 200  # the server itself never stopped
+        assert wait_for(lambda: http.get("/readyz").status_code == 200, timeout=120)
+        answer = http.post(
+            "/v1/chat/completions",
+            json={
+                **body,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 12,
+                "temperature": 0,
+            },
+        )
+    assert failed.status_code == 500
+    assert "engine process stopped" in failed.json()["error"]["message"]
+    assert failed.json()["error"]["code"] == "internal-error"
+    assert "Paris" in answer.json()["choices"][0]["message"]["content"]
+    assert _engine_process(srv).pid != engine.pid
+    assert ErrorEvent.objects.using(server_db(srv)).filter(code="internal-error").exists()
+    out = srv.stdout()
+    assert "ERROR:    The engine process stopped (exit code -9); its requests failed\n" in out
+    assert out.count(f"INFO:     Model loaded: {MLX_ID} (") == 2

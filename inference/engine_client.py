@@ -1,0 +1,305 @@
+"""The server process's side of the engine (inference.engine_process holds the other side).
+
+`EngineClient` has what request handlers, probes and the monitoring read: the loaded model's
+description, the load in progress, counters and memory figures, mirrored from the engine
+process's messages, so a probe reads memory and never waits for the engine. A reader thread
+takes the engine's messages; each step's events reach each event loop in one callback. If the
+engine process dies, its requests fail with internal-error, a new one starts and loads the
+model that was loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import Future
+
+from inference import engine_process
+from inference.engine import EngineCounters, LoadedInfo, MemoryFigures, freeze_heap
+from inference.errors import INTERNAL, LMXError, NoModelLoaded, OomUnloaded, ServerBusy
+from inference.generation import GenerationRequest, _hand_out
+from inference.store import ModelSpec
+
+log = logging.getLogger("lmx.engine")
+_ENDS = ("done", "error", "closed")
+
+
+class EngineLost(LMXError):
+    kind = INTERNAL
+
+
+class Stream:
+    """A generation request as its handler sees it: events in order, and a way to cancel."""
+
+    def __init__(self, rid: int, client: EngineClient, loop: asyncio.AbstractEventLoop):
+        self.rid = rid
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cancelled = False
+        self._client = client
+
+    def cancel(self) -> None:
+        """No-op once the request has ended; otherwise the engine drops it before its next step."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._client._cancel(self.rid)
+
+    async def events(self):
+        while True:
+            item = await self.queue.get()
+            yield item
+            if item[0] in ("done", "error"):
+                return
+
+
+class EngineClient:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        max_queue: int,
+        prompt_cache_size: int,
+        prompt_cache_bytes: int,
+        listeners=None,
+    ):
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self._options = {
+            "max_concurrent": max_concurrent,
+            "max_queue": max_queue,
+            "prompt_cache_size": prompt_cache_size,
+            "prompt_cache_bytes": prompt_cache_bytes,
+        }
+        self.listeners = list(listeners or [])
+        # Mirrored from the engine process; plain attribute reads, no locks.
+        self.loaded: LoadedInfo | None = None
+        self.loading: str | None = None
+        self.oom_unloaded = False
+        self.counters = EngineCounters()
+        self.memory = MemoryFigures()
+        self._streams: dict[int, Stream] = {}
+        self._calls: dict[int, Future] = {}
+        self._pending_loads: dict[str, Future] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # the maps above, and sending
+        self._stopping = False
+        self._process = None
+        self._conn = None
+        self._heard = False  # whether this process has spoken: one that never did is not restarted
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> EngineClient:
+        context = multiprocessing.get_context("spawn")  # never fork a process that may hold MLX or threads
+        ours, theirs = context.Pipe()
+        self._process = context.Process(
+            target=engine_process.main, args=(theirs, self._options), name="lmx-engine", daemon=True
+        )
+        self._process.start()
+        theirs.close()
+        self._conn, self._heard = ours, False
+        threading.Thread(target=self._read, args=(ours,), name="lmx-engine-reader", daemon=True).start()
+        freeze_heap()  # this process's long-lived objects (Django, Twisted): see engine.freeze_heap
+        return self
+
+    def stop_and_join(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        try:
+            self._send(("stop",))
+        except LMXError:
+            pass
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def active_requests(self) -> int:
+        return len(self._streams)
+
+    @property
+    def queued_requests(self) -> int:
+        return max(0, len(self._streams) - self.max_concurrent)
+
+    # --- commands (any thread) -------------------------------------------------------------
+    def load(self, spec: ModelSpec) -> Future:
+        """Load `spec`, replacing the resident model. A load of a model already being loaded
+        shares that load's future instead of loading it twice."""
+        with self._lock:
+            pending = self._pending_loads.get(spec.id)
+            if pending is not None and not pending.done():
+                return pending
+        future = self._call("load", spec)
+        with self._lock:
+            self._pending_loads[spec.id] = future
+        future.add_done_callback(lambda _: self._pending_loads.pop(spec.id, None))
+        return future
+
+    def unload(self, reason: str = "request") -> Future:
+        return self._call("unload", reason)
+
+    def tokenize(self, loaded: LoadedInfo, kind: str, payload) -> Future:
+        """Token ids from the loaded model's tokenizer (see inference.tokens.tokenize)."""
+        return self._call("tokenize", loaded.spec.path, kind, payload)
+
+    def call(self, fn, *args) -> Future:
+        """`fn(engine, *args)` on the engine thread, between steps; `fn` must be a module-level
+        function (it travels by name) and its result must pickle."""
+        return self._call("call", fn, args)
+
+    def submit(self, request: GenerationRequest, *, model: LoadedInfo) -> Stream:
+        """Queue a generation with `model`; raises when it cannot be had."""
+        if self.loaded is None:
+            raise OomUnloaded() if self.oom_unloaded else NoModelLoaded()
+        with self._lock:
+            if len(self._streams) >= self.max_concurrent + self.max_queue:
+                raise ServerBusy(
+                    f"LMX is at capacity ({self.max_concurrent} running, {self.max_queue} queued). "
+                    "Retry shortly or raise LMX_MAX_CONCURRENT / LMX_MAX_QUEUE.",
+                    retry_after=2,
+                )
+            stream = Stream(next(self._ids), self, asyncio.get_running_loop())
+            self._streams[stream.rid] = stream
+        try:
+            self._send(("generate", stream.rid, model.spec.path, request))
+        except LMXError:
+            self._streams.pop(stream.rid, None)
+            raise
+        return stream
+
+    def _cancel(self, rid: int) -> None:
+        if rid in self._streams:
+            try:
+                self._send(("cancel", rid))
+            except LMXError:
+                pass  # the engine is gone, and the request with it
+
+    def _call(self, kind: str, *args) -> Future:
+        future: Future = Future()
+        with self._lock:
+            call = next(self._ids)
+            self._calls[call] = future
+        try:
+            self._send((kind, call, *args))
+        except LMXError as exc:
+            self._calls.pop(call, None)
+            future.set_exception(exc)
+        return future
+
+    def _send(self, message: tuple) -> None:
+        with self._lock:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError) as exc:
+                raise EngineLost("The engine process is not running; LMX is restarting it. Retry.") from exc
+
+    # --- the engine's messages (reader thread) ---------------------------------------------
+    def _read(self, conn) -> None:
+        while True:
+            try:
+                kind, *args = conn.recv()
+            except (EOFError, OSError):
+                break
+            self._heard = True
+            try:
+                getattr(self, f"_on_{kind}")(*args)
+            except Exception:  # a listener or a bad message must not stop the reader
+                log.exception("Engine message %s failed", kind)
+        if conn is self._conn:
+            self._lost()
+
+    def _on_events(self, items: list, counters: tuple, memory: MemoryFigures) -> None:
+        self.counters = EngineCounters(*counters)
+        self.memory = memory
+        self._deliver(items)
+
+    def _on_failed(self, rid: int, error: LMXError) -> None:
+        self._deliver([(rid, ("error", error))])
+
+    def _deliver(self, items: list[tuple[int, tuple]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, dict[Stream, list[tuple]]] = {}
+        for rid, item in items:
+            stream = self._streams.get(rid)
+            if stream is None:
+                continue
+            if item[0] in _ENDS:
+                self._streams.pop(rid, None)
+            if item[0] != "closed":  # nobody reads a cancelled stream
+                by_loop.setdefault(stream.loop, {}).setdefault(stream, []).append(item)
+        for loop, turns in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_hand_out, list(turns.items()), loop)
+            except RuntimeError:  # that loop is gone: nobody is listening
+                for stream in turns:
+                    stream.cancel()
+
+    def _on_state(self, loaded: LoadedInfo | None, loading: str | None, oom_unloaded: bool) -> None:
+        if loaded is not None and loaded != self.loaded:
+            freeze_heap()  # what serving the first requests left behind (a load is a pause anyway)
+        self.loaded, self.loading, self.oom_unloaded = loaded, loading, oom_unloaded
+
+    def _on_notify(self, event: dict) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener must never break the engine
+                log.exception("Engine listener failed")
+
+    def _on_reply(self, call: int, ok: bool, result) -> None:
+        future = self._calls.pop(call, None)
+        if future is None:
+            return
+        if ok:
+            future.set_result(result)
+        else:
+            future.set_exception(result)
+
+    def _lost(self) -> None:
+        """The engine process died (or was killed): fail what it held, start a new one and load
+        the model it had, unless it died before it ever spoke (that would only repeat)."""
+        self._process.join(5)
+        if self._stopping:
+            return
+        code = self._process.exitcode
+        model = self.loaded.spec if self.loaded is not None and self.loading is None else None
+        log.error("The engine process stopped (exit code %s); its requests failed", code)
+        had, self.loaded, self.loading = self.loaded, None, None  # probes say so before requests fail
+        if had is not None:
+            self._on_notify(
+                {
+                    "type": "model_event",
+                    "action": "unloaded",
+                    "model": had.spec.id,
+                    "vram_gb": had.vram_gb,
+                    "load_time_ms": None,
+                    "reason": "engine-stopped",
+                }
+            )
+        error = EngineLost(
+            "The engine process stopped while this request ran (see the server log). "
+            "LMX restarted it; retry."
+        )
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        self._deliver([(rid, ("error", error)) for rid in list(self._streams)])
+        for future in calls.values():
+            future.set_exception(error)
+        if not self._heard:
+            log.critical("The engine process exited before it started; LMX cannot generate")
+            return
+        self.start()
+        log.info("Engine process restarted (pid %s)", self._process.pid)
+        if model is not None:
+            self.load(model).add_done_callback(
+                lambda f: f.exception() and log.error("Reloading %s failed: %s", model.id, f.exception())
+            )

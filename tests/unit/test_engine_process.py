@@ -1,0 +1,99 @@
+"""The engine in its own process, driven through EngineClient with the real default model."""
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from inference.engine_client import EngineClient, EngineLost
+from inference.errors import NoModelLoaded
+from inference.generation import GenerationRequest
+from inference.store import describe_mlx_folder
+from tests.conftest import MLX_ID, wait_for
+
+
+@pytest.fixture
+def client():
+    events = []
+    engine = EngineClient(
+        max_concurrent=2,
+        max_queue=2,
+        prompt_cache_size=4,
+        prompt_cache_bytes=1 << 30,
+        listeners=[events.append],
+    ).start()
+    engine.events = events
+    yield engine
+    engine.stop_and_join()
+
+
+@pytest.fixture
+def loaded(client, model_store):
+    client.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result(timeout=120)
+    return client.loaded
+
+
+async def _generate(client, loaded, question: str, n: int, *, cancel_after: int | None = None):
+    messages = [{"role": "user", "content": question}]
+    tokens = await asyncio.wrap_future(client.tokenize(loaded, "chat", messages))
+    stream = client.submit(GenerationRequest(tokens, n, temperature=0), model=loaded)
+    events = []
+    async for event in stream.events():
+        events.append(event)
+        if cancel_after is not None and sum(e[0] == "text" for e in events) == cancel_after:
+            stream.cancel()
+            break
+    return events
+
+
+def test_the_engine_process_answers_and_the_server_side_mirrors_its_state(client, loaded):
+    assert loaded.spec.id == MLX_ID and loaded.vocab_size == 49152 and loaded.context_length == 8192
+    assert [(e["action"], e["model"]) for e in client.events] == [("loaded", MLX_ID)]
+    events = asyncio.run(_generate(client, loaded, "What is the capital of France?", 12))
+    text = "".join(e[1] for e in events if e[0] == "text")
+    assert "Paris" in text
+    assert events[0][0] == "start" and events[-1][:2] == ("done", "stop")
+    stats = events[-1][2]
+    assert wait_for(lambda: client.counters.generated_tokens == stats.completion_tokens + 1)  # + EOS
+    assert client.counters.completed == 1 and client.active_requests == 0
+    assert client.memory.active > 0
+
+
+def test_a_cancelled_stream_leaves_the_engine_and_frees_its_place(client, loaded):
+    events = asyncio.run(_generate(client, loaded, "Write a long story.", 400, cancel_after=2))
+    assert [e[0] for e in events][-1] == "text"
+    assert wait_for(lambda: client.active_requests == 0)
+    generated = client.counters.generated_tokens
+    assert generated < 20  # stopped within a step or two of the cancel, not at 400
+    assert wait_for(lambda: client.counters.generated_tokens == generated, timeout=1)
+
+
+def test_a_request_for_a_model_no_longer_loaded_is_refused(client, loaded):
+    client.unload().result(timeout=30)
+    assert wait_for(lambda: client.loaded is None)
+    with pytest.raises(NoModelLoaded):
+        client.tokenize(loaded, "text", "Hello").result(timeout=30)
+
+
+def test_a_killed_engine_process_fails_its_requests_then_comes_back_with_the_model(client, loaded):
+    async def run_and_kill():
+        messages = [{"role": "user", "content": "Write a long story."}]
+        tokens = await asyncio.wrap_future(client.tokenize(loaded, "chat", messages))
+        stream = client.submit(GenerationRequest(tokens, 400, temperature=0), model=loaded)
+        events = []
+        async for event in stream.events():
+            events.append(event)
+            if event[0] == "text" and client.pid == killed:
+                os.kill(killed, signal.SIGKILL)
+        return events
+
+    killed = client.pid
+    events = asyncio.run(run_and_kill())
+    error = events[-1]
+    assert error[0] == "error" and isinstance(error[1], EngineLost) and error[1].code == "internal-error"
+    assert ("unloaded", MLX_ID) in [(e["action"], e["model"]) for e in client.events]
+    assert wait_for(lambda: client.loaded is not None, timeout=120)
+    assert client.pid != killed and client.loaded.spec.id == MLX_ID
+    again = asyncio.run(_generate(client, client.loaded, "What is the capital of France?", 12))
+    assert "Paris" in "".join(e[1] for e in again if e[0] == "text")
