@@ -1,6 +1,6 @@
-"""The engine: the one thread that owns MLX.
+"""The engine: the one thread that owns MLX, in the engine process (inference.engine_process).
 
-Request handlers never touch MLX. They hand commands to this thread through a queue and get
+Request handlers never touch MLX. Their commands reach this thread through a queue and get
 answers back through futures (load, unload) or a per-request stream (generation). All
 generation runs in one continuous batch (mlx-lm's BatchGenerator): a request joins the batch
 at the next step, whatever the others are doing, and leaves it as soon as it finishes, is
@@ -17,58 +17,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import mlx.core as mx
 
 from inference import loading
-from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, ServerBusy, to_lmx_error
+from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, at_capacity, to_lmx_error
 from inference.generation import Outbox, Slot
 from inference.prompt_cache import remember
 from inference.store import ModelSpec
 
 log = logging.getLogger("lmx.engine")
 
-# The engine thread builds each step's graph in Python and holds the GIL meanwhile; the event
-# loop, which answers /readyz, needs it back after every system call, and CPython makes it wait
-# up to the switch interval (5 ms by default). Measured on an H100, 32 streams of Llama-3.1-8B:
-# /readyz p90 12 ms at 5 ms, 6.5 at 1 ms, 2.7-5 at 0.2 ms, no better below; same throughput
-# (docs/BENCHMARKS.md).
+# The engine thread builds each step's graph in Python and holds the GIL meanwhile; a thread that
+# needs it back (here: the engine process's receiver and tokenizers) waits up to the switch
+# interval, 5 ms by default. When the server's event loop shared this GIL, 0.2 ms took /readyz p90
+# from 12 to 2.7-5 ms at the same throughput (H100, 32 streams of Llama-3.1-8B, docs/BENCHMARKS.md).
 SWITCH_INTERVAL_S = 0.0002
-
-
-@dataclass
-class LoadedModel:
-    spec: ModelSpec
-    model: object
-    tokenizer: object
-    config: dict
-    vram_bytes: int
-    load_time_ms: int
-    loaded_at: float
-    context_length: int
-    backend: str
-
-    @property
-    def vram_gb(self) -> float:
-        return round(self.vram_bytes / 1e9, 3)
-
-    @property
-    def vocab_size(self) -> int:
-        """Token ids a request may name are below this."""
-        return self.config.get("vocab_size") or len(self.tokenizer.get_vocab())
-
-    def info(self) -> LoadedInfo:
-        return LoadedInfo(
-            spec=self.spec,
-            config=self.config,
-            vram_bytes=self.vram_bytes,
-            load_time_ms=self.load_time_ms,
-            loaded_at=self.loaded_at,
-            context_length=self.context_length,
-            backend=self.backend,
-            vocab_size=self.vocab_size,
-        )
 
 
 @dataclass(frozen=True)
@@ -82,11 +47,22 @@ class LoadedInfo:
     loaded_at: float
     context_length: int
     backend: str
-    vocab_size: int
+    vocab_size: int  # token ids a request may name are below this
 
     @property
     def vram_gb(self) -> float:
         return round(self.vram_bytes / 1e9, 3)
+
+
+@dataclass(frozen=True)
+class LoadedModel(LoadedInfo):
+    """The loaded model in the engine process: its description and its MLX objects."""
+
+    model: object
+    tokenizer: object
+
+    def info(self) -> LoadedInfo:
+        return LoadedInfo(**{f.name: getattr(self, f.name) for f in fields(LoadedInfo)})
 
 
 @dataclass
@@ -222,11 +198,7 @@ class Engine:
             raise OomUnloaded() if self.oom_unloaded else NoModelLoaded()
         with self._lock:
             if self._admitted >= self.max_concurrent + self.max_queue:
-                raise ServerBusy(
-                    f"LMX is at capacity ({self.max_concurrent} running, {self.max_queue} queued). "
-                    "Retry shortly or raise LMX_MAX_CONCURRENT / LMX_MAX_QUEUE.",
-                    retry_after=2,
-                )
+                raise at_capacity(self.max_concurrent, self.max_queue)
             self._admitted += 1
         slot.on_release = self._release
         slot.outbox = self._outbox
@@ -345,6 +317,7 @@ class Engine:
                 loaded_at=time.time(),
                 context_length=loading.context_length(config),
                 backend=backend,
+                vocab_size=config.get("vocab_size") or len(tokenizer.get_vocab()),
             )
             self.oom_unloaded = False
             self._batch, self._prompt_cache = loading.make_batch(

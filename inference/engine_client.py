@@ -19,7 +19,7 @@ from concurrent.futures import Future
 
 from inference import engine_process
 from inference.engine import EngineCounters, LoadedInfo, MemoryFigures, freeze_heap
-from inference.errors import INTERNAL, LMXError, NoModelLoaded, OomUnloaded, ServerBusy
+from inference.errors import INTERNAL, LMXError, NoModelLoaded, OomUnloaded, at_capacity
 from inference.generation import GenerationRequest, _hand_out
 from inference.store import ModelSpec
 
@@ -163,11 +163,7 @@ class EngineClient:
             raise OomUnloaded() if self.oom_unloaded else NoModelLoaded()
         with self._lock:
             if len(self._streams) >= self.max_concurrent + self.max_queue:
-                raise ServerBusy(
-                    f"LMX is at capacity ({self.max_concurrent} running, {self.max_queue} queued). "
-                    "Retry shortly or raise LMX_MAX_CONCURRENT / LMX_MAX_QUEUE.",
-                    retry_after=2,
-                )
+                raise at_capacity(self.max_concurrent, self.max_queue)
             stream = Stream(next(self._ids), self, asyncio.get_running_loop())
             self._streams[stream.rid] = stream
         try:
@@ -286,8 +282,7 @@ class EngineClient:
                 }
             )
         error = EngineLost(
-            "The engine process stopped while this request ran (see the server log). "
-            "LMX restarted it; retry."
+            "The engine process stopped while this request ran (see the server log). LMX restarted it; retry."
         )
         with self._lock:
             calls, self._calls = self._calls, {}

@@ -89,6 +89,14 @@ class ServerBusy(LMXError):
     kind = SERVER_BUSY
 
 
+def at_capacity(max_concurrent: int, max_queue: int) -> ServerBusy:
+    return ServerBusy(
+        f"LMX is at capacity ({max_concurrent} running, {max_queue} queued). "
+        "Retry shortly or raise LMX_MAX_CONCURRENT / LMX_MAX_QUEUE.",
+        retry_after=2,
+    )
+
+
 class ModelLoadError(LMXError):
     """A model file exists but cannot be loaded (corrupt, unsupported)."""
 

@@ -1,6 +1,8 @@
 """One generation request as the engine sees it, and its way back to the asyncio side.
 
-The engine thread calls `Slot.add_token` etc.; the request handler reads `Slot.events()`.
+The engine thread calls `Slot.add_token` etc. In the engine process the events leave by pipe
+(engine_process.PipeSlot) and the request handler reads them from engine_client.Stream; driven in
+one process (tests), the handler reads `Slot.events()`.
 """
 
 from __future__ import annotations
