@@ -82,7 +82,6 @@ class EngineClient:
         self.memory = MemoryFigures()
         self._streams: dict[int, Stream] = {}
         self._calls: dict[int, Future] = {}
-        self._pending_loads: dict[str, Future] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # the maps above, and sending
         self._stopping = False
@@ -116,10 +115,6 @@ class EngineClient:
             self._process.join(5)
 
     @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.is_alive()
-
-    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
@@ -133,17 +128,9 @@ class EngineClient:
 
     # --- commands (any thread) -------------------------------------------------------------
     def load(self, spec: ModelSpec) -> Future:
-        """Load `spec`, replacing the resident model. A load of a model already being loaded
-        shares that load's future instead of loading it twice."""
-        with self._lock:
-            pending = self._pending_loads.get(spec.id)
-            if pending is not None and not pending.done():
-                return pending
-        future = self._call("load", spec)
-        with self._lock:
-            self._pending_loads[spec.id] = future
-        future.add_done_callback(lambda _: self._pending_loads.pop(spec.id, None))
-        return future
+        """Load `spec`, replacing the resident model (Engine.load: a load of a model already
+        being loaded is answered by that load)."""
+        return self._call("load", spec)
 
     def unload(self, reason: str = "request") -> Future:
         return self._call("unload", reason)
@@ -266,10 +253,9 @@ class EngineClient:
         self._process.join(5)
         if self._stopping:
             return
-        code = self._process.exitcode
-        model = self.loaded.spec if self.loaded is not None and self.loading is None else None
-        log.error("The engine process stopped (exit code %s); its requests failed", code)
-        had, self.loaded, self.loading = self.loaded, None, None  # probes say so before requests fail
+        log.error("The engine process stopped (exit code %s); its requests failed", self._process.exitcode)
+        had, loading = self.loaded, self.loading
+        self.loaded, self.loading = None, None  # probes say so before requests fail
         if had is not None:
             self._on_notify(
                 {
@@ -294,7 +280,8 @@ class EngineClient:
             return
         self.start()
         log.info("Engine process restarted (pid %s)", self._process.pid)
-        if model is not None:
+        if had is not None and loading is None:  # not while a load was what killed it
+            model = had.spec
             self.load(model).add_done_callback(
                 lambda f: f.exception() and log.error("Reloading %s failed: %s", model.id, f.exception())
             )

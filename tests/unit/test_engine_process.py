@@ -97,3 +97,10 @@ def test_a_killed_engine_process_fails_its_requests_then_comes_back_with_the_mod
     assert client.pid != killed and client.loaded.spec.id == MLX_ID
     again = asyncio.run(_generate(client, client.loaded, "What is the capital of France?", 12))
     assert "Paris" in "".join(e[1] for e in again if e[0] == "text")
+
+
+def test_concurrent_loads_of_one_model_through_the_client_load_it_once(client, model_store):
+    spec = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
+    results = [f.result(timeout=120) for f in [client.load(spec) for _ in range(3)]]
+    assert [(e["action"], e["model"]) for e in client.events] == [("loaded", MLX_ID)]
+    assert [r.already_loaded for r in results] == [False] * 3  # all three answered by the one load
