@@ -285,13 +285,6 @@ class Engine:
         self._commands.put(cmd)
         return cmd.future
 
-    def _notify(self, event: dict) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:  # a listener must never break the engine
-                log.exception("Engine listener failed")
-
     def _do_load(self, spec: ModelSpec) -> LoadResult:
         if self.loaded is not None and self.loaded.spec.path == spec.path:
             return LoadResult(spec.id, self.loaded.load_time_ms, self.loaded.vram_gb, already_loaded=True)
@@ -336,14 +329,15 @@ class Engine:
             self.loading = None
             self._state_changed()
         log.info("Model loaded: %s (%.1f GB, %.1fs)", spec.id, vram / 1e9, elapsed_ms / 1000)
-        self._notify(
+        notify(
+            self.listeners,
             {
                 "type": "model_event",
                 "action": "loaded",
                 "model": spec.id,
                 "vram_gb": self.loaded.vram_gb,
                 "load_time_ms": elapsed_ms,
-            }
+            },
         )
         return LoadResult(
             spec.id,
@@ -380,7 +374,8 @@ class Engine:
         self.oom_unloaded = reason == "oom"
         self._state_changed()
         log.info("Model unloaded, freed %.1f GB", freed / 1e9)
-        self._notify(
+        notify(
+            self.listeners,
             {
                 "type": "model_event",
                 "action": "unloaded",
@@ -388,7 +383,7 @@ class Engine:
                 "vram_gb": round(freed / 1e9, 3),
                 "load_time_ms": None,
                 "reason": reason,
-            }
+            },
         )
         return UnloadResult(model_id, round(freed / 1e9, 3))
 
@@ -533,12 +528,21 @@ class Engine:
                 del self._slots[uid]
 
 
+def notify(listeners, event: dict) -> None:
+    """Model lifecycle events to each listener; a failing listener must never break the engine."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            log.exception("Engine listener failed")
+
+
 def freeze_heap() -> None:
     """Collect, then move every object left to the permanent generation (each process does it
     for its own heap). Django, Twisted and the model leave ~150k long-lived objects, and a full
     collection walks them all holding the GIL: ~100 ms on a 2-core CPU, a pause every stream
-    and probe feels. Frozen, they are
-    skipped (the slowest full collections 79-95 ms -> 3-7 ms there, docs/BENCHMARKS.md)."""
+    and probe feels. Frozen, they are skipped (the slowest full collections 79-95 ms -> 3-7 ms
+    there, docs/BENCHMARKS.md)."""
     gc.collect()
     gc.freeze()
 

@@ -15,12 +15,13 @@ import itertools
 import logging
 import multiprocessing
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 
 from inference import engine_process
-from inference.engine import EngineCounters, LoadedInfo, MemoryFigures, freeze_heap
+from inference.engine import EngineCounters, LoadedInfo, MemoryFigures, freeze_heap, notify
 from inference.errors import INTERNAL, LMXError, NoModelLoaded, OomUnloaded, at_capacity
-from inference.generation import GenerationRequest, _hand_out
+from inference.generation import GenerationRequest, _hand_out, read_events
 from inference.store import ModelSpec
 
 log = logging.getLogger("lmx.engine")
@@ -47,12 +48,8 @@ class Stream:
             self.cancelled = True
             self._client._cancel(self.rid)
 
-    async def events(self):
-        while True:
-            item = await self.queue.get()
-            yield item
-            if item[0] in ("done", "error"):
-                return
+    def events(self) -> AsyncIterator[tuple]:
+        return read_events(self.queue)
 
 
 class EngineClient:
@@ -232,11 +229,7 @@ class EngineClient:
         self.loaded, self.loading, self.oom_unloaded = loaded, loading, oom_unloaded
 
     def _on_notify(self, event: dict) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:  # a listener must never break the engine
-                log.exception("Engine listener failed")
+        notify(self.listeners, event)
 
     def _on_reply(self, call: int, ok: bool, result) -> None:
         future = self._calls.pop(call, None)

@@ -184,12 +184,17 @@ class Slot:
             if self.wake_engine:
                 self.wake_engine()
 
-    async def events(self) -> AsyncIterator[tuple]:
-        while True:
-            item = await self.queue.get()
-            yield item
-            if item[0] in ("done", "error"):
-                return
+    def events(self) -> AsyncIterator[tuple]:
+        return read_events(self.queue)
+
+
+async def read_events(queue: asyncio.Queue) -> AsyncIterator[tuple]:
+    """A request's events from its queue, up to and including its last ("done" or "error")."""
+    while True:
+        item = await queue.get()
+        yield item
+        if item[0] in ("done", "error"):
+            return
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
