@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from inference.errors import InvalidRequest, NoModelLoaded
+from inference.errors import InvalidRequest
 from inference.host import to_host
 from inference.runtime import get_engine
 
@@ -86,10 +86,7 @@ def embed_group(
     engine, path: str, loaded_at: float, group: list[list[int]], pooling: str
 ) -> list[list[float]]:
     """On the engine thread: embed with the model the request was checked against."""
-    loaded = engine.loaded
-    if loaded is None or (loaded.spec.path, loaded.loaded_at) != (path, loaded_at):
-        raise NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
-    return embed_tokens(loaded.model, group, pooling=pooling)
+    return embed_tokens(engine.model_for(path, loaded_at).model, group, pooling=pooling)
 
 
 def _groups(token_lists: list[list[int]], budget: int = GROUP_TOKENS) -> list[list[list[int]]]:

@@ -278,6 +278,16 @@ class Engine:
                     if self._pending_loads.get(cmd.spec.id) is cmd.future:
                         del self._pending_loads[cmd.spec.id]
 
+    def model_for(self, path: str, loaded_at: float | None = None) -> LoadedModel:
+        """The loaded model, if it is still the one at `path` (and, given `loaded_at`, the same
+        load) a request was checked against in the server process; any thread."""
+        loaded = self.loaded
+        if loaded is None and self.oom_unloaded:
+            raise OomUnloaded()
+        if loaded is None or loaded.spec.path != path or loaded_at not in (None, loaded.loaded_at):
+            raise NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
+        return loaded
+
     def run_on_engine(self, fn) -> Future:
         """Run `fn()` on the engine thread, between steps: work on the model outside generation
         (embeddings), and tests and benchmarks that need MLX state."""

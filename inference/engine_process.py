@@ -28,7 +28,7 @@ import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from inference.errors import LMXError, NoModelLoaded, OomUnloaded, to_lmx_error
+from inference.errors import LMXError, to_lmx_error
 from inference.generation import Slot
 
 log = logging.getLogger("lmx.engine")
@@ -147,25 +147,17 @@ class _Child:
 
         future.add_done_callback(send)
 
-    def _loaded(self, path: str):
-        loaded = self.engine.loaded
-        if loaded is None and self.engine.oom_unloaded:
-            raise OomUnloaded()
-        if loaded is None or loaded.spec.path != path:
-            raise NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
-        return loaded
-
     def _tokenize(self, call: int, path: str, kind: str, payload) -> None:
         from inference import tokens
 
         def run():
-            return tokens.tokenize(self._loaded(path).tokenizer, kind, payload)
+            return tokens.tokenize(self.engine.model_for(path).tokenizer, kind, payload)
 
         self._reply(call, self.tokenizers.submit(run))
 
     def _generate(self, rid: int, path: str, request) -> None:
         try:
-            tokenizer = self._loaded(path).tokenizer
+            tokenizer = self.engine.model_for(path).tokenizer
             slot = PipeSlot(
                 rid,
                 self.slots,
