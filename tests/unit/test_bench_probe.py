@@ -111,3 +111,20 @@ def test_the_loop_setting_names_a_callback_that_blocked_the_event_loop(tmp_path)
     finally:
         signal.signal(signal.SIGUSR2, previous_handler)
         gc.callbacks.remove(hook.on_gc)
+
+
+def test_the_table_ranks_the_engine_lines_a_trace_row_recorded():
+    row = probe_sweep.Row(
+        "trace",
+        1000.0,
+        [(1.0, 0.001), (2.0, 0.002)],
+        0.0,
+        3.0,
+        0,
+        calls=[(1.0, 0.004, "batch_step.py:40"), (1.5, 0.012, "solo.py:59"), (2.0, 0.018, "solo.py:59")],
+    )
+    text = probe_sweep.markdown([row], title="t")
+    assert (
+        "Engine-thread lines over 3 ms (count, total ms):\n\n- trace: solo.py:59 ×2, 30 ms; batch_step.py:40 ×1, 4 ms\n"
+        in text
+    )
