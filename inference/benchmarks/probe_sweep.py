@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference.benchmarks import http_load
+from inference.benchmarks import http_load, server_hook
 from inference.benchmarks.run import Prompts, completion_body
 from inference.benchmarks.server_hook import GIL_LONG_S as LONG_WAIT_S
 from inference.benchmarks.servers import start_lmx
@@ -56,7 +56,7 @@ def parse_setting(setting: str) -> list[str]:
         name, _, value = part.partition("=")
         if name == "idle":
             continue
-        if name not in COMMANDS or not _valid(name, value):
+        if name not in COMMANDS or not server_hook.valid(name, value):
             raise ValueError(f"unknown setting {part!r}: {USAGE}")
         commands.append(f"{name} {value}".strip())
     return commands
@@ -65,19 +65,6 @@ def parse_setting(setting: str) -> list[str]:
 def has(setting: str, name: str) -> bool:
     """Whether `name` is one of the +-joined parts of a row's setting."""
     return name in setting.split("+")
-
-
-def _valid(name: str, value: str) -> bool:
-    if name == "memstats":
-        return value in ("on", "off")
-    if name == "step":
-        return value in ("lmx", "mlx-lm")
-    if name != "switch":
-        return not value
-    try:
-        return float(value) > 0
-    except ValueError:
-        return False
 
 
 def sweep(

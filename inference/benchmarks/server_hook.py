@@ -41,6 +41,20 @@ ENGINE_SIDE = {"memstats", "step", "trace"}  # run in the engine process (on_eng
 _PARKED = {"_worker", "select", "wait", "_wait_for_tstate_lock"}
 
 
+def valid(name: str, value: str) -> bool:
+    """Whether `name value` is a setting the hook takes (value "" for those without one)."""
+    if name == "memstats":
+        return value in ("on", "off")
+    if name == "step":
+        return value in ("lmx", "mlx-lm")
+    if name != "switch":
+        return not value
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
 class _Hook:
     def __init__(self, control: str):
         self.control = control
@@ -85,10 +99,8 @@ class _Hook:
             self._sampling = True
             threading.Thread(target=self.sample_gil, name="lmx-gil-sampler", daemon=True).start()
         elif command in ENGINE_SIDE:
-            if command == "step" and args[0] not in ("lmx", "mlx-lm"):
-                raise ValueError(f"step takes lmx or mlx-lm, not {args[0]!r}")
-            if command == "memstats" and args[0] not in ("on", "off"):
-                raise ValueError(f"memstats takes on or off, not {args[0]!r}")
+            if not valid(command, " ".join(args)):
+                raise ValueError(f"not a hook command: {' '.join(words)!r}")
             self._engine_side = True
             # queued, not waited for: this runs in a signal handler on the event loop's thread
             runtime().get_engine().call(on_engine, words)

@@ -128,3 +128,11 @@ def test_the_table_ranks_the_engine_lines_a_trace_row_recorded():
         "Engine-thread lines over 3 ms (count, total ms):\n\n- trace: solo.py:59 ×2, 30 ms; batch_step.py:40 ×1, 4 ms\n"
         in text
     )
+
+
+@pytest.mark.parametrize("words", [["step", "fast"], ["memstats", "no"], ["memstats"], ["trace", "x"]])
+def test_the_hook_refuses_a_bad_engine_command_before_it_reaches_the_engine(tmp_path, words):
+    hook = server_hook._Hook(str(tmp_path / "hook"))
+    with pytest.raises(ValueError, match="not a hook command"):
+        hook.run(words)
+    assert hook._engine_side is False
