@@ -76,19 +76,19 @@ class GenerationConsumer(JsonConsumer):
     async def post(self, body: bytes) -> None:
         req = self.parse(self.parse_json(body))
         self.model_name = req.model
-        slot, loaded = await serving.start_generation(req)
+        generation, loaded = await serving.start_generation(req)
         self.model_name = loaded.spec.id
         try:
             if req.stream:
-                await self._stream(req, slot, loaded.spec.id)
+                await self._stream(req, generation, loaded.spec.id)
             else:
-                await self._complete(req, slot, loaded.spec.id)
+                await self._complete(req, generation, loaded.spec.id)
         finally:
-            slot.cancel()  # no-op when finished; stops generation when the client went away
+            generation.cancel()  # no-op when finished; stops generation when the client went away
 
-    async def _complete(self, req, slot, model: str) -> None:
+    async def _complete(self, req, generation, model: str) -> None:
         parts = []
-        async for event in slot.events():
+        async for event in generation.events():
             if event[0] == "text":
                 parts.append(event[1])
             elif event[0] == "error":
@@ -103,9 +103,9 @@ class GenerationConsumer(JsonConsumer):
                     self.full(serving.new_id(self.id_prefix), model, serving.now(), text, finish, stats)
                 )
 
-    async def _stream(self, req, slot, model: str) -> None:
+    async def _stream(self, req, generation, model: str) -> None:
         rid, created = serving.new_id(self.id_prefix), serving.now()
-        events = slot.events()
+        events = generation.events()
         first = await anext(events)
         if first[0] == "error":
             raise first[1]

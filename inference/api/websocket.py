@@ -46,10 +46,10 @@ class ChatStreamConsumer(AsyncWebsocketConsumer):
                 raise InvalidRequest("The message must be a JSON object (a chat-completions body).")
             req = schemas.chat_request(data)
             model = req.model
-            slot, loaded = await serving.start_generation(req)
+            generation, loaded = await serving.start_generation(req)
             model = loaded.spec.id
             try:
-                async for event in slot.events():
+                async for event in generation.events():
                     if event[0] == "text":
                         await self.send(text_data=json.dumps({"token": event[1]}))
                     elif event[0] == "error":
@@ -69,7 +69,7 @@ class ChatStreamConsumer(AsyncWebsocketConsumer):
                             )
                         )
             finally:
-                slot.cancel()
+                generation.cancel()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
