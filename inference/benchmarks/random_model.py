@@ -104,9 +104,17 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
     )
 
 
-def build(shape: str, out: Path, *, bits: int = 4, group_size: int = 64, layers: int | None = None) -> Path:
-    """Write `out/` (config.json, safetensors shards, tokenizer). `layers` shrinks a shape for
-    smoke tests; the benchmark itself always uses the full depth."""
+def build(
+    shape: str,
+    out: Path,
+    *,
+    bits: int = 4,
+    group_size: int = 64,
+    layers: int | None = None,
+    overrides: dict | None = None,
+) -> Path:
+    """Write `out/` (config.json, safetensors shards, tokenizer). `layers` and `overrides` (config
+    keys) shrink a shape for tests and smoke runs; the benchmark itself uses the full shape."""
     import mlx.core as mx
     from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
 
@@ -115,6 +123,7 @@ def build(shape: str, out: Path, *, bits: int = 4, group_size: int = 64, layers:
     config = dict(SHAPES[shape])
     if layers:
         config["num_hidden_layers"] = layers
+    config.update(overrides or {})
     model_cls, args_cls = _get_classes(config)
     mx.random.seed(0)
     model = model_cls(args_cls.from_dict(config))  # random init, lazy: nothing computed yet

@@ -13,6 +13,14 @@ def _ratio(a, b) -> str:
     return "–" if a is None or b in (None, 0) else f"{a / b:.2f}×"
 
 
+def _order(opts, inproc) -> str:
+    if inproc is None:
+        return ""
+    if getattr(opts, "alternated", False):
+        return ", LMX's and mlx-lm's taking turns while both held the model"
+    return ", mlx-lm's first and alone (the model does not fit in memory twice)"
+
+
 def render(opts, results: dict, *, machine: str, seconds: float) -> str:
     import mlx.core as mx
     from mlx_lm import __version__ as mlx_lm_version
@@ -34,8 +42,8 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
         f"- Single stream: prompts of {opts.prompt_tokens} tokens; concurrency sweep: prompts of "
         f"{opts.sweep_prompt_tokens} tokens (aggregate = generated tokens / wall time, warm-up run first "
         f"at each size). Every request distinct, {opts.gen_tokens} generated tokens with EOS ignored, "
-        f"temperature 0, streaming over HTTP for both servers; median of {opts.trials} single-stream "
-        f"trials. Run took {seconds:.0f} s.",
+        f"temperature 0, streaming over HTTP for both servers (a bare-socket client); median of "
+        f"{opts.trials} single-stream trials{_order(opts, inproc)}. Run took {seconds:.0f} s.",
         f"- LMX: {'; '.join(lmx.notes) if lmx and lmx.notes else '–'}. "
         f"mlx_lm.server: default flags (decode concurrency 32), EOS ignored.",
         "",

@@ -1,5 +1,9 @@
-"""One benchmark run: mlx-lm in-process, then LMX, then mlx_lm.server, one after another (never two
-copies of the model in memory), on the same prompts; then the table with ratios and targets."""
+"""One benchmark run: mlx-lm in-process, LMX and mlx_lm.server on the same kind of prompts; then
+the table with ratios and targets.
+
+Where the model fits in memory twice, LMX's and mlx-lm's single-stream trials take turns while
+both hold it (the machine's speed drifts between minutes); else mlx-lm runs first and is freed
+before LMX starts. mlx_lm.server runs last, alone."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from inference.benchmarks import http_load, report
 from inference.benchmarks.servers import ROOT, start_lmx, start_peer
@@ -33,6 +38,7 @@ class Options:
     inprocess: bool = True
     peer: bool = True
     url: str | None = None  # a running LMX; else one is started
+    alternated: bool = False  # single-stream trials of LMX and in-process took turns (set by run)
     workdir: Path = field(default_factory=lambda: ROOT / "var" / "bench")
 
 
@@ -78,28 +84,79 @@ def completion_body(model: str, text: str, max_tokens: int) -> dict:
     }
 
 
-def measure_server(base: str, model: str, prompts: Prompts, opts: Options, *, lmx: bool) -> SystemResult:
-    result = SystemResult()
-    run = asyncio.run
-    warm_text, _ = prompts.make(32)
-    run(http_load.run_streams(base, "/v1/completions", [completion_body(model, warm_text, 8)]))
-
-    singles = []
-    for _ in range(opts.trials):
-        text, ids = prompts.make()
-        (one,), _ = run(
-            http_load.run_streams(base, "/v1/completions", [completion_body(model, text, opts.gen_tokens)])
-        )
-        if one.error:
-            result.errors += 1
-            result.notes.append(one.error)
-            continue
-        singles.append((one.ttft_s, len(ids), one.decode_tps))
+def _summarize(result: SystemResult, singles: list[tuple[float, int, float | None]]) -> None:
+    """Medians of single-stream trials, each (ttft seconds, prompt tokens, decode tok/s)."""
     if singles:
         result.ttft_ms = statistics.median(s[0] for s in singles) * 1000
         result.prompt_tps = statistics.median(s[1] / s[0] for s in singles)
-        result.decode_tps = statistics.median(s[2] for s in singles if s[2])
+        rates = [s[2] for s in singles if s[2]]
+        result.decode_tps = statistics.median(rates) if rates else None
 
+
+def _server_warm_up(base: str, model: str, prompts: Prompts) -> None:
+    asyncio.run(
+        http_load.run_streams(base, "/v1/completions", [completion_body(model, prompts.make(32)[0], 8)])
+    )
+
+
+def _server_single(base: str, model: str, prompts: Prompts, opts: Options, result: SystemResult):
+    text, ids = prompts.make()
+    (one,), _ = asyncio.run(
+        http_load.run_streams(base, "/v1/completions", [completion_body(model, text, opts.gen_tokens)])
+    )
+    if one.error:
+        result.errors += 1
+        result.notes.append(one.error)
+        return None
+    return one.ttft_s, len(ids), one.decode_tps
+
+
+def _inprocess_single(engine, prompts: Prompts, opts: Options):
+    one = engine.single(prompts.make()[1], opts.gen_tokens)
+    return one.ttft_s, one.prompt_tokens, one.decode_tps
+
+
+def server_singles(base: str, model: str, prompts: Prompts, opts: Options, result: SystemResult) -> None:
+    _server_warm_up(base, model, prompts)
+    trials = [_server_single(base, model, prompts, opts, result) for _ in range(opts.trials)]
+    _summarize(result, [t for t in trials if t])
+
+
+def alternate_singles(
+    base: str,
+    model: str,
+    lmx: tuple[SystemResult, Prompts],
+    inproc: tuple[SystemResult, Prompts],
+    engine,
+    opts,
+) -> None:
+    """Single-stream trials of LMX and of mlx-lm in-process, taking turns (ABBA), so both see the
+    same machine: on the H100 one-stream decode moved 124-161 tok/s between runs minutes apart,
+    far more than the difference measured."""
+    (lmx_result, lmx_prompts), (inproc_result, inproc_prompts) = lmx, inproc
+    _server_warm_up(base, model, lmx_prompts)
+    engine.single(inproc_prompts.make(32)[1], 8)
+    by_system: dict[str, list] = {"lmx": [], "inproc": []}
+    for trial in range(opts.trials):
+        order = ("lmx", "inproc") if trial % 2 == 0 else ("inproc", "lmx")
+        for system in order:
+            if system == "lmx":
+                by_system["lmx"].append(_server_single(base, model, lmx_prompts, opts, lmx_result))
+            else:
+                by_system["inproc"].append(_inprocess_single(engine, inproc_prompts, opts))
+    _summarize(lmx_result, [t for t in by_system["lmx"] if t])
+    _summarize(inproc_result, by_system["inproc"])
+
+
+def measure_server(
+    base: str, model: str, prompts: Prompts, opts: Options, *, lmx: bool, result=None
+) -> SystemResult:
+    """The concurrency sweep and the conversation; the single-stream trials too unless `result`
+    already has them (alternate_singles)."""
+    if result is None:
+        result = SystemResult()
+        server_singles(base, model, prompts, opts, result)
+    run = asyncio.run
     most = max(opts.streams)
     for n in opts.streams:
         # warm-up at this batch size: kernels for new shapes are compiled on first use
@@ -148,26 +205,43 @@ async def _conversation(base: str, model: str, prompts: Prompts, opts: Options) 
     return first.ttft_s * 1000, second.ttft_s * 1000
 
 
-def measure_inprocess(opts: Options, prompts: Prompts) -> SystemResult:
-    from inference.benchmarks.inprocess import InProcess
-
-    result = SystemResult()
-    engine = InProcess(opts.model_path)
-    engine.single(prompts.make(32)[1], 8)  # warm-up
-    singles = [engine.single(prompts.make()[1], opts.gen_tokens) for _ in range(opts.trials)]
-    result.ttft_ms = statistics.median(s.ttft_s for s in singles) * 1000
-    result.prompt_tps = statistics.median(s.prompt_tokens / s.ttft_s for s in singles)
-    result.decode_tps = statistics.median(s.decode_tps for s in singles)
+def inprocess_sweep(engine, prompts: Prompts, opts: Options, result: SystemResult) -> None:
     for n in opts.streams:
         engine.batch([prompts.make(opts.sweep_prompt_tokens)[1] for _ in range(n)], 4)  # warm-up
         tokens, wall = engine.batch(
             [prompts.make(opts.sweep_prompt_tokens)[1] for _ in range(n)], opts.gen_tokens
         )
         result.aggregate[n] = tokens / wall
+
+
+def measure_inprocess(opts: Options, prompts: Prompts) -> SystemResult:
+    """Everything in-process, before LMX starts (when the model does not fit twice)."""
+    from inference.benchmarks.inprocess import InProcess
+
+    result = SystemResult()
+    engine = InProcess(opts.model_path)
+    try:
+        engine.single(prompts.make(32)[1], 8)  # warm-up
+        _summarize(result, [_inprocess_single(engine, prompts, opts) for _ in range(opts.trials)])
+        inprocess_sweep(engine, prompts, opts, result)
+    finally:
+        _free(engine)
+    return result
+
+
+def _free(engine) -> None:
     engine.close()
     del engine
     gc.collect()
-    return result
+
+
+def fits_twice(model_path: str) -> bool:
+    """Whether mlx-lm in-process can hold the model while LMX holds it too (with room for caches)."""
+    from inference import loading
+
+    weights = sum(p.stat().st_size for p in Path(model_path).glob("*.safetensors"))
+    memory = loading.device_memory() or psutil.virtual_memory().total
+    return 2 * weights <= 0.8 * memory
 
 
 def measure_gguf(base: str, gguf_id: str, prompts: Prompts, opts: Options) -> float | None:
@@ -212,18 +286,36 @@ def run(opts: Options, log=print) -> str:
     tokenizer = load_tokenizer(Path(opts.model_path))
     results: dict[str, SystemResult] = {}
     started = time.time()
+    opts.alternated = opts.inprocess and fits_twice(opts.model_path)
+    lmx_prompts = Prompts(tokenizer, opts.prompt_tokens, seed=2)
+    inproc_prompts = Prompts(tokenizer, opts.prompt_tokens, seed=1)
 
-    if opts.inprocess:
+    if opts.inprocess and not opts.alternated:
         log("mlx-lm in-process …")
-        results["inprocess"] = measure_inprocess(opts, Prompts(tokenizer, opts.prompt_tokens, seed=1))
+        results["inprocess"] = measure_inprocess(opts, inproc_prompts)
 
     log("LMX …")
     served = None if opts.url else start_lmx(opts.model_id, workdir=opts.workdir, streams=max(opts.streams))
     base = opts.url or served.url
     try:
-        lmx = measure_server(
-            base, opts.model_id, Prompts(tokenizer, opts.prompt_tokens, seed=2), opts, lmx=True
-        )
+        lmx = None
+        if opts.alternated:
+            from inference.benchmarks.inprocess import InProcess
+
+            log("LMX and mlx-lm in-process, single-stream trials taking turns …")
+            engine = InProcess(opts.model_path)
+            try:
+                lmx, inproc = SystemResult(), SystemResult()
+                alternate_singles(
+                    base, opts.model_id, (lmx, lmx_prompts), (inproc, inproc_prompts), engine, opts
+                )
+                log("mlx-lm in-process, concurrency sweep …")
+                inprocess_sweep(engine, inproc_prompts, opts, inproc)
+                results["inprocess"] = inproc
+            finally:
+                _free(engine)
+            log("LMX, concurrency sweep …")
+        lmx = measure_server(base, opts.model_id, lmx_prompts, opts, lmx=True, result=lmx)
         with httpx.Client(base_url=base, timeout=30) as http:
             loaded = next(m for m in http.get("/admin/models").json()["models"] if m["loaded"])
             lmx.notes.insert(0, f"backend {loaded['backend']}")

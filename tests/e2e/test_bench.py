@@ -1,0 +1,87 @@
+"""`manage.py lmx_bench` end to end: it starts LMX and mlx_lm.server, runs mlx-lm in-process, and
+prints one table with every system's figures and the targets."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from inference.benchmarks.random_model import build
+from tests.conftest import GGUF_ID, MLX_ID
+from tests.lmx_server import ROOT
+
+TINY = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "vocab_size": 1024,
+}
+SMALL_RUN = ["--trials", "2", "--streams", "1,2", "--gen-tokens", "6", "--prompt-tokens", "16"]
+
+
+def _bench(models, tmp_path, *args) -> str:
+    env = {**os.environ, "LMX_MODELS_DIR": str(models), "LMX_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "lmx_bench", *args, "--out", str(tmp_path / "bench.md")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "bench.md").read_text().strip() in done.stdout  # --out appends the same table
+    return done.stdout
+
+
+def _row(table: str, label: str) -> list[str]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def _number(cell: str) -> float:
+    assert re.fullmatch(r"-?[\d,]+(\.\d+)?×?", cell), cell
+    return float(cell.rstrip("×").replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    models = tmp_path_factory.mktemp("bench-models")
+    build("llama-3.1-8b", models / "random-tiny", overrides=TINY)
+    return models
+
+
+def test_bench_compares_lmx_with_mlx_lm_and_its_server_in_one_table(tiny_models, tmp_path):
+    table = _bench(
+        tiny_models, tmp_path, "--model", "random-tiny", *SMALL_RUN, "--conversation-tokens", "100"
+    )
+    assert "taking turns while both held the model" in table  # a tiny model fits twice
+    for label in ("decode tok/s, 1 stream", "time to first token, ms", "aggregate tok/s, 2 streams"):
+        lmx, inproc, peer, vs_inproc, vs_peer = _row(table, label)
+        assert _number(lmx) > 0 and _number(inproc) > 0 and _number(peer) > 0
+        assert _number(vs_inproc) == pytest.approx(_number(lmx) / _number(inproc), rel=0.05, abs=0.01)
+        assert _number(vs_peer) == pytest.approx(_number(lmx) / _number(peer), rel=0.05, abs=0.01)
+    assert re.search(r"\| 100-token chat, TTFT 1st → 2nd turn \| [\d,]+ → [\d,]+ ms", table)
+    assert re.search(r"\| /readyz p50 / p99 ms under 2 streams \| [\d.]+ / [\d.]+ \|", table)
+    targets = table.split("Targets:")[1]
+    assert len(re.findall(r" — (met|\*\*missed\*\*)", targets)) == 5
+    assert "Failed requests" not in table
+
+
+def test_bench_runs_on_the_real_default_model_and_its_gguf_copy(model_store, tmp_path):
+    args = ["--model", MLX_ID, "--gguf", GGUF_ID, "--conversation-tokens", "48", "--no-peer"]
+    table = _bench(model_store, tmp_path, *args, *SMALL_RUN)
+    assert f"### {MLX_ID} —" in table
+    lmx, inproc, peer, *_ = _row(table, "decode tok/s, 1 stream")
+    assert _number(lmx) > 0 and _number(inproc) > 0 and peer == "–"
+    gguf, *_, of_mlx, _ = _row(table, f"GGUF copy ({GGUF_ID}) decode tok/s")
+    assert _number(gguf) > 0 and of_mlx.endswith("× of MLX-native")
+    assert re.search(r"GGUF at most 10 % slower than MLX-native: [\d.]+× — (met|\*\*missed\*\*)", table)
+    assert "Failed requests" not in table
