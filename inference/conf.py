@@ -44,5 +44,9 @@ def validate() -> None:
     for name in ("LMX_CPU_FAST_PATH", "LMX_BATCH_LAYERS"):
         if str(get(name)).lower() not in ("auto", "on", "off"):
             raise ImproperlyConfigured(f"{name} must be auto, on or off, not {get(name)!r}")
+    if str(get("LMX_PREFILL_BUCKETS")).lower() not in ("on", "off"):
+        raise ImproperlyConfigured(
+            f"LMX_PREFILL_BUCKETS must be on or off, not {get('LMX_PREFILL_BUCKETS')!r}"
+        )
     if get("LMX_REQUEST_TIMEOUT_S") <= 0:
         raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")

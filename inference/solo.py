@@ -14,11 +14,26 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from inference import conf
 from inference.generation import Slot
 from inference.host import to_host
 from inference.prompt_cache import nearest_cache
 
 PREFILL_STEP = 2048
+
+
+def buckets_enabled() -> bool:
+    return str(conf.get("LMX_PREFILL_BUCKETS")).lower() == "on"
+
+
+def bucket(n: int) -> int:
+    """The length an n-token prefill chunk is padded to under LMX_PREFILL_BUCKETS: a power of two
+    up to 256, then a multiple of 256, so prompts of any length run as one of 16 shapes. MLX's
+    CUDA backend spent 60-80 ms on the first call of each new prompt shape (H100,
+    docs/bench/h100-readyz-llama-3.1-8b.md); whether bucketing pays there is not measured yet."""
+    if n <= 256:
+        return 1 << (n - 1).bit_length()
+    return -(-n // 256) * 256
 
 
 def _greedy(logprobs: mx.array) -> mx.array:
@@ -48,9 +63,16 @@ class Solo:
         self.tokens.append(rest[-1])
 
     def _prefill(self, tokens: list[int], *, total: int) -> None:
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        bucketed = buckets_enabled() and can_trim_prompt_cache(self.cache)
         while tokens:
             chunk, tokens = tokens[:PREFILL_STEP], tokens[PREFILL_STEP:]
-            self.model(mx.array([chunk], dtype=mx.uint32), cache=self.cache)
+            padding = bucket(len(chunk)) - len(chunk) if bucketed else 0
+            self.model(mx.array([chunk + chunk[-1:] * padding], dtype=mx.uint32), cache=self.cache)
+            if padding:
+                # Causal attention: no real token saw the padding; drop its keys and values.
+                trim_prompt_cache(self.cache, padding)
             mx.eval([c.state for c in self.cache])
             self.tokens += chunk
             if self.processors:

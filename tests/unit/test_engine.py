@@ -241,3 +241,34 @@ def test_counters_count_every_token_and_every_ending_in_the_batch(engine, model_
     assert france_end == ("done", "stop") and "Paris" not in france
     assert engine.counters.generated_tokens - before[0] == len(spied)
     assert engine.counters.completed - before[1] == 3
+
+
+def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine, model_store, settings):
+    """LMX_PREFILL_BUCKETS pads each prefill chunk to one of a few lengths and trims the padding
+    off the cache: greedy answers stay the same, also for a turn that reuses a cached prefix."""
+    from inference.solo import bucket
+
+    spec = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
+    first = (
+        "Here is a short story about a lighthouse keeper who lived alone on a rocky island far from the "
+        "coast, with only his old dog, a radio and a shelf of books for company, and"
+    )  # over 32 tokens: the follow-up reuses its cache
+    follow = first + " one stormy night a small boat appeared near the rocks, so he"
+    tokenizer_lengths = []
+
+    def answers() -> list[list[int]]:
+        engine.load(spec).result()
+        tokenizer = engine.loaded.tokenizer
+        tokenizer_lengths[:] = [len(tokenizer.encode(first)), len(tokenizer.encode(follow))]
+        out = [_greedy_tokens(engine, first, 8), _greedy_tokens(engine, follow, 8)]
+        engine.unload().result()  # and its prompt cache
+        return out
+
+    settings.LMX_PREFILL_BUCKETS = "off"
+    plain = answers()
+    settings.LMX_PREFILL_BUCKETS = "on"
+    bucketed = answers()
+    fresh, new = tokenizer_lengths[0] - 1, tokenizer_lengths[1] - tokenizer_lengths[0]
+    assert all(bucket(n) > n for n in (fresh, new - 1, new))  # both prefills were padded
+    assert bucketed == plain
+    assert len(plain[0]) == len(plain[1]) == 8

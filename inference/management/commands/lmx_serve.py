@@ -5,7 +5,8 @@ import logging
 import os
 import threading
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
 
 from inference import conf, cpu_blas
 
@@ -29,7 +30,10 @@ class Command(BaseCommand):
         from inference import runtime
         from lmx_site.asgi import application
 
-        conf.validate()
+        try:
+            conf.validate()
+        except ImproperlyConfigured as exc:  # one line naming the setting, not a traceback
+            raise CommandError(str(exc)) from exc
         cpu_blas.preload_and_reexec()
         if os.environ.get("LMX_BENCH_HOOK"):  # set by lmx_bench_probe only
             from inference.benchmarks import server_hook
@@ -47,6 +51,10 @@ class Command(BaseCommand):
             log.info(
                 "Batch layers: quantized layers fold the batch into one matmul (LMX_BATCH_LAYERS=off to disable)"
             )
+        from inference import solo
+
+        if solo.buckets_enabled():
+            log.info("Prefill buckets: prompt chunks are padded to one of 16 lengths (LMX_PREFILL_BUCKETS)")
         runtime.get_engine()
         if model:
             threading.Thread(
