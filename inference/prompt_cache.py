@@ -1,37 +1,71 @@
 """Prefix reuse: finished requests leave their KV cache; a later prompt starts from the longest
-cached prefix of it (mlx-lm's LRUPromptCache)."""
+cached prefix of it (mlx-lm's LRUPromptCache holds them; LMX searches it itself)."""
 
 from __future__ import annotations
 
-# A shared prefix shorter than this (a BOS token, a chat template's header) is computed again.
-# Finding it is what costs: mlx-lm's lookup searches every cached sequence below the shared part,
-# copying the path at each token (~48 ms for a fresh prompt against 16 cached 2,000-token chats
-# on a 2-core CPU, on the engine thread: `lmx_bench_lookup`), then copies a cache to trim it back.
+import copy
+
+# A shared prefix shorter than this (a BOS token, a chat template's header) is computed again:
+# a new cache costs less than a copy of a long one trimmed back to a few tokens.
 MIN_REUSE_TOKENS = 32
+_VALUE = "__value__"  # where mlx-lm's PromptTrie keeps a cached sequence's entry
 
 
 def nearest_cache(prompt_cache, model_id: str, tokens: list[int]):
-    """(cache or None, tokens still to feed): the longest cached prefix, leaving at least one
-    token, since the model needs the last token to produce the next."""
+    """(cache or None, tokens still to feed): a copy of the cache with the longest prefix of
+    `tokens`, leaving at least one token, since the model needs the last token to produce the next.
+
+    mlx-lm's `fetch_nearest_cache` picks the same prefix, but to find a cached sequence that goes
+    on past the shared part it searches every one below it, copying the path at each token:
+    quadratic in their length, on the engine thread while every stream waits (~48 ms for a fresh
+    prompt against 16 cached 2,000-token chats; 14 ms for a new chat sharing a 1,000-token system
+    prompt with 16 chats of 1,000 more; `lmx_bench_lookup`). Any of them holds the shared part,
+    so LMX takes the first it meets going down: linear in the prompt and that sequence."""
     from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
-    if shared_prefix(prompt_cache, model_id, tokens) < MIN_REUSE_TOKENS:
+    node = prompt_cache._trie._trie.get(model_id, {})  # mlx-lm 0.32.2's layout (tests pin it)
+    shared, prefix_entry, prefix_length = 0, None, 0
+    for token in tokens:
+        child = node.get(token)
+        if child is None:
+            break
+        node, shared = child, shared + 1
+        if _VALUE in node:
+            prefix_entry, prefix_length = node[_VALUE], shared  # a cached sequence ends here
+    if shared < MIN_REUSE_TOKENS:
         return None, tokens
-    cache, rest = prompt_cache.fetch_nearest_cache(model_id, tokens)
-    if cache is None:
+
+    if prefix_length == len(tokens):  # the whole prompt is cached: feed its last token again
+        entry, length, keep = prefix_entry, prefix_length, len(tokens) - 1
+    elif shared > prefix_length and (below := _first_below(node)) is not None:
+        entry, extra = below  # a longer sequence, trimmed back to the shared part
+        length, keep = shared + extra, min(shared, len(tokens) - 1)
+    elif prefix_length:
+        entry, length, keep = prefix_entry, prefix_length, prefix_length
+    else:
         return None, tokens
-    if not rest:
-        if not can_trim_prompt_cache(cache):
-            return None, tokens
-        trim_prompt_cache(cache, 1)
-        rest = tokens[-1:]
-    return cache, rest
+    if length > keep and not can_trim_prompt_cache(entry.prompt_cache):
+        return None, tokens
+    cache = copy.deepcopy(entry.prompt_cache)
+    if length > keep:
+        trim_prompt_cache(cache, length - keep)
+    return cache, tokens[keep:]
+
+
+def _first_below(node: dict):
+    """(entry, tokens below `node`) of some cached sequence through `node`, taking the first
+    child each time; None if none."""
+    depth = 0
+    while _VALUE not in node:
+        node = next((child for key, child in node.items() if key != _VALUE), None)
+        if node is None:
+            return None
+        depth += 1
+    return node[_VALUE], depth
 
 
 def shared_prefix(prompt_cache, model_id: str, tokens: list[int]) -> int:
-    """How many leading tokens of `tokens` some cached sequence shares: a walk down mlx-lm's
-    prompt trie (its 0.32.2 layout; tests/unit/test_prompt_cache.py fails if that changes),
-    linear in the prompt."""
+    """How many leading tokens of `tokens` some cached sequence shares."""
     node = prompt_cache._trie._trie.get(model_id, {})
     shared = 0
     for token in tokens:

@@ -2,9 +2,9 @@
 
 The lookup is Python on the engine thread: every decoding stream waits for it. It is measured
 with KV caches of a small random Llama (the search walks token ids, so its cost depends on how
-many tokens are cached, not on the model's size): `entries` cached chats of `length` tokens that
-start with the same BOS token, then a fresh prompt (sharing only that token) and a follow-up turn
-(sharing a whole cached chat). mlx-lm's lookup is `LRUPromptCache.fetch_nearest_cache`; LMX's is
+many tokens are cached, not on the model's size): `entries` cached chats of `length` tokens whose
+first half is one system prompt (BOS included), then three prompts: a fresh one (sharing only the
+BOS token), a new chat with the same system prompt, and a follow-up turn (a whole cached chat). mlx-lm's lookup is `LRUPromptCache.fetch_nearest_cache`; LMX's is
 `prompt_cache.nearest_cache`, which reuses a prefix only from MIN_REUSE_TOKENS on.
 """
 
@@ -40,23 +40,27 @@ def _model():
     return model
 
 
-def measure(*, entries: int, length: int, prompt: int, repeat: int = 5) -> list[tuple[str, float, float]]:
-    """(lookup, median ms for a fresh prompt, median ms for a follow-up turn)."""
+def measure(*, entries: int, length: int, prompt: int, repeat: int = 5) -> list[tuple[str, list[float]]]:
+    """(lookup, median ms for each of PROMPTS)."""
     import mlx.core as mx
     from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
     from inference.prompt_cache import nearest_cache
 
     model, rng = _model(), random.Random(0)
+
+    def words(n: int) -> list[int]:
+        return [rng.randrange(2, 1024) for _ in range(n)]
+
     cached = LRUPromptCache(max_size=entries)
-    chats = [[BOS] + [rng.randrange(2, 1024) for _ in range(length - 1)] for _ in range(entries)]
+    system = [BOS, *words(length // 2 - 1)]
+    chats = [system + words(length - len(system)) for _ in range(entries)]
     for tokens in chats:
         cache = make_prompt_cache(model)
         model(mx.array([tokens]), cache=cache)
         mx.eval([c.state for c in cache])
         cached.insert_cache("m", tokens, cache)
-    fresh = [BOS] + [rng.randrange(2, 1024) for _ in range(prompt - 1)]
-    follow_up = [*chats[0], 7, 8, 9]
+    prompts = [[BOS, *words(prompt - 1)], system + words(prompt), [*chats[0], 7, 8, 9]]
 
     def timed(lookup, tokens) -> float:
         times = []
@@ -71,18 +75,20 @@ def measure(*, entries: int, length: int, prompt: int, repeat: int = 5) -> list[
         ("mlx-lm (fetch_nearest_cache)", lambda c, m, t: c.fetch_nearest_cache(m, t)),
         ("LMX (nearest_cache)", nearest_cache),
     ]
-    return [(name, timed(fn, fresh), timed(fn, follow_up)) for name, fn in lookups]
+    return [(name, [timed(fn, tokens) for tokens in prompts]) for name, fn in lookups]
 
 
 def markdown(rows, *, entries: int, length: int, prompt: int, title: str) -> str:
     lines = [
         title,
         "",
-        f"{entries} cached chats of {length:,} tokens; a fresh {prompt}-token prompt shares only their BOS token,",
-        "a follow-up turn shares a whole chat. Median of 5 lookups, ms on the engine thread.",
+        f"{entries} cached chats of {length:,} tokens, the first {length // 2:,} a system prompt they share. "
+        f"Prompts: a fresh {prompt}-token one (shares the BOS token), a new chat with the system prompt "
+        f"and {prompt} tokens more, a follow-up turn (a whole cached chat and 3 tokens). "
+        "Median of 5 lookups, ms on the engine thread.",
         "",
-        "| lookup | fresh prompt | follow-up turn |",
-        "|---|---:|---:|",
+        "| lookup | fresh prompt | new chat, same system prompt | follow-up turn |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {fresh:.1f} | {follow:.1f} |" for name, fresh, follow in rows]
+    lines += [f"| {name} | " + " | ".join(f"{ms:.1f}" for ms in times) + " |" for name, times in rows]
     return "\n".join(lines) + "\n"

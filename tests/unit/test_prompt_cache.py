@@ -1,7 +1,9 @@
 """Prefix reuse: which cached prefix a new prompt starts from."""
 
+import re
+
 import mlx.core as mx
-from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
+from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
 from inference.prompt_cache import MIN_REUSE_TOKENS, nearest_cache, shared_prefix
 from tests.unit.test_batch_layers import _tiny
@@ -34,11 +36,54 @@ def test_a_long_shared_prefix_is_reused_and_a_short_one_is_computed_again():
     assert shared_prefix(prompt_cache, "other-model", follow_up) == 0
 
 
-def test_the_lookup_benchmark_times_both_lookups_on_both_prompts():
+def test_lmx_reuses_the_prefix_mlx_lm_would_with_the_same_keys_and_values():
+    """Same prefix as mlx-lm's fetch_nearest_cache in each case it distinguishes (a cached chat
+    going on past the prompt, one the prompt extends, the prompt itself, the prompt inside a
+    chat), and the reused cache holds the same keys and values."""
+    model = _tiny("llama-3.1-8b")
+    prompt_cache = LRUPromptCache()
+    system = [1, *range(100, 140)]  # 41 tokens every chat starts with
+    chats = [[*system, 200 + i, *range(300 + 10 * i, 320 + 10 * i)] for i in range(3)]
+    for chat in chats:
+        _store(model, prompt_cache, chat)
+    prompts = {
+        "new chat, same system prompt": [*system, 7, 8, 9],
+        "follow-up of a cached chat": [*chats[0], 7, 8],
+        "a cached chat again": list(chats[1]),
+        "inside a cached chat": chats[2][:45],
+    }
+    for case, tokens in prompts.items():
+        ours, rest = nearest_cache(prompt_cache, "m", tokens)
+        theirs, their_rest = prompt_cache.fetch_nearest_cache("m", tokens)
+        if not their_rest:  # mlx-lm hands back the whole prompt; the last token must be fed again
+            trim_prompt_cache(theirs, 1)
+            their_rest = tokens[-1:]
+        assert rest == their_rest, case
+        assert ours[0].offset == theirs[0].offset == len(tokens) - len(rest), case
+        for mine, other in zip(ours, theirs, strict=True):
+            kept = mine.offset
+            assert mx.array_equal(mine.keys[..., :kept, :], other.keys[..., :kept, :]), case
+            assert mx.array_equal(mine.values[..., :kept, :], other.values[..., :kept, :]), case
+
+
+def test_reuse_leaves_the_cached_chat_as_it_was():
+    """The reused cache is a copy: trimming and extending it does not change what is cached."""
+    model = _tiny("llama-3.1-8b")
+    prompt_cache = LRUPromptCache()
+    chat = [1, *range(100, 150)]
+    _store(model, prompt_cache, chat)
+    cache, rest = nearest_cache(prompt_cache, "m", chat[:40])
+    assert cache[0].offset == 39 and rest == chat[39:40]
+    again, _ = nearest_cache(prompt_cache, "m", [*chat, 5])
+    assert again[0].offset == len(chat)
+
+
+def test_the_lookup_benchmark_times_both_lookups_on_its_three_prompts():
     from inference.benchmarks import lookup
 
-    rows = lookup.measure(entries=2, length=64, prompt=16, repeat=1)
-    assert [name for name, _, _ in rows] == ["mlx-lm (fetch_nearest_cache)", "LMX (nearest_cache)"]
-    assert all(fresh >= 0 and follow > 0 for _, fresh, follow in rows)
-    table = lookup.markdown(rows, entries=2, length=64, prompt=16, title="t")
-    assert "| lookup | fresh prompt | follow-up turn |" in table and "| LMX (nearest_cache) |" in table
+    rows = lookup.measure(entries=2, length=80, prompt=16, repeat=1)
+    assert [name for name, _ in rows] == ["mlx-lm (fetch_nearest_cache)", "LMX (nearest_cache)"]
+    assert all(len(times) == 3 and all(ms >= 0 for ms in times) for _, times in rows)
+    table = lookup.markdown(rows, entries=2, length=80, prompt=16, title="t")
+    assert "| lookup | fresh prompt | new chat, same system prompt | follow-up turn |" in table
+    assert re.search(r"\| LMX \(nearest_cache\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", table)

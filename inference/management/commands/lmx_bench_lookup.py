@@ -16,7 +16,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--entries", type=int, default=16, help="cached chats (LMX_PROMPT_CACHE_SIZE)")
         parser.add_argument("--length", type=int, default=2000, help="tokens per cached chat")
-        parser.add_argument("--prompt", type=int, default=256, help="tokens of the fresh prompt")
+        parser.add_argument(
+            "--prompt",
+            type=int,
+            default=256,
+            help="tokens of the fresh prompt (and of the new chat after its system prompt)",
+        )
         parser.add_argument("--out", help="append the table to this markdown file")
 
     def handle(self, *args, entries, length, prompt, out, **opts):
