@@ -61,6 +61,7 @@ class EngineClient:
         prompt_cache_size: int,
         prompt_cache_bytes: int,
         listeners=None,
+        reload=None,
     ):
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
@@ -71,6 +72,9 @@ class EngineClient:
             "prompt_cache_bytes": prompt_cache_bytes,
         }
         self.listeners = list(listeners or [])
+        # After a crash: load the model again, `reload(spec)` (blocking; runtime passes one that
+        # records the load in the inventory as a load through the API does).
+        self._reload = reload or (lambda spec: self.load(spec).result())
         # Mirrored from the engine process; plain attribute reads, no locks.
         self.loaded: LoadedInfo | None = None
         self.loading: str | None = None
@@ -274,7 +278,7 @@ class EngineClient:
         self.start()
         log.info("Engine process restarted (pid %s)", self._process.pid)
         if had is not None and loading is None:  # not while a load was what killed it
-            model = had.spec
-            self.load(model).add_done_callback(
-                lambda f: f.exception() and log.error("Reloading %s failed: %s", model.id, f.exception())
-            )
+            try:
+                self._reload(had.spec)  # on the dead process's reader thread: nothing else waits on it
+            except Exception as exc:  # noqa: BLE001 - logged; the server serves on without a model
+                log.error("Reloading %s failed: %s", had.spec.id, getattr(exc, "message", exc))

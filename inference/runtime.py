@@ -3,6 +3,7 @@ settings of that moment."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from inference import conf
@@ -32,8 +33,17 @@ def get_engine() -> EngineClient:
                     prompt_cache_size=conf.get("LMX_PROMPT_CACHE_SIZE"),
                     prompt_cache_bytes=conf.get("LMX_PROMPT_CACHE_BYTES"),
                     listeners=_listeners,
+                    reload=_reload,
                 ).start()
     return _engine
+
+
+def _reload(spec) -> None:
+    """The model the engine process had when it died, loaded again as POST /admin/models/load
+    would (the inventory counts the load)."""
+    from inference import services
+
+    asyncio.run(services.model_load(ref=spec.id))
 
 
 def shutdown() -> None:

@@ -46,7 +46,7 @@ def _engine_process(srv) -> psutil.Process:
 
 
 def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(make_server, server_db):
-    from monitoring.models import ErrorEvent
+    from monitoring.models import ErrorEvent, ModelRecord
 
     srv = make_server(default_model=MLX_ID, wait_ready=True)
     engine = _engine_process(srv)
@@ -76,3 +76,5 @@ def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(mak
     out = srv.stdout()
     assert "ERROR:    The engine process stopped (exit code -9); its requests failed\n" in out
     assert out.count(f"INFO:     Model loaded: {MLX_ID} (") == 2
+    record = ModelRecord.objects.using(server_db(srv)).get(model_id=MLX_ID)
+    assert record.loaded and record.load_count == 2  # the inventory counts the reload
