@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -84,6 +85,16 @@ class JsonConsumer(AsyncHttpConsumer):
     @property
     def endpoint(self) -> str:
         return f"{self.scope['method']} {self.scope['path']}"
+
+    async def dispatch(self, message):
+        # Channels' dispatch first closes stale database connections on the one thread that runs
+        # every thread-sensitive sync call, so each message of a request waited behind any ORM
+        # work of the process. LMX reaches the ORM only through database_sync_to_async, which
+        # closes them on its own thread.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def http_request(self, message):
         chunk = message.get("body", b"")
