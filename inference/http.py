@@ -71,7 +71,20 @@ async def record_error(err: LMXError, *, endpoint: str, model: str = "") -> None
         log.exception("Could not record error event %s", err.code)
 
 
-class JsonConsumer(AsyncHttpConsumer):
+class DirectDispatch:
+    """For LMX's consumers: Channels' dispatch first closes stale database connections on the one
+    thread that runs every thread-sensitive sync call, so each message of a request waited behind
+    any ORM call of the process or Django admin page being rendered. LMX reaches the ORM only
+    through database_sync_to_async, which closes them on its own thread."""
+
+    async def dispatch(self, message):
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
     methods: tuple[str, ...] = ("GET",)
     admin = False  # requires LMX_ADMIN_TOKEN when set
 
@@ -85,16 +98,6 @@ class JsonConsumer(AsyncHttpConsumer):
     @property
     def endpoint(self) -> str:
         return f"{self.scope['method']} {self.scope['path']}"
-
-    async def dispatch(self, message):
-        # Channels' dispatch first closes stale database connections on the one thread that runs
-        # every thread-sensitive sync call, so each message of a request waited behind any ORM
-        # work of the process. LMX reaches the ORM only through database_sync_to_async, which
-        # closes them on its own thread.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def http_request(self, message):
         chunk = message.get("body", b"")

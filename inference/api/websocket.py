@@ -12,12 +12,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from inference import serving
 from inference.api import schemas
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
-from inference.http import record_error
+from inference.http import DirectDispatch, record_error
 
 log = logging.getLogger("lmx.ws")
 
 
-class ChatStreamConsumer(AsyncWebsocketConsumer):
+class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def connect(self):
         self._task: asyncio.Task | None = None
         await self.accept()
