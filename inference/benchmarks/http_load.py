@@ -84,7 +84,10 @@ async def stream_one(base: str, path: str, body: dict) -> StreamResult:
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    status = int((await reader.readline()).split()[1])
+    line = await reader.readline()
+    if not line:
+        raise ConnectionError("the server closed the connection without answering")
+    status = int(line.split()[1])
     headers = {}
     while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
         name, _, value = line.decode("latin-1").partition(":")

@@ -136,16 +136,16 @@ def alternate_singles(
     (lmx_result, lmx_prompts), (inproc_result, inproc_prompts) = lmx, inproc
     _server_warm_up(base, model, lmx_prompts)
     engine.single(inproc_prompts.make(32)[1], 8)
-    by_system: dict[str, list] = {"lmx": [], "inproc": []}
+    lmx_trials, inproc_trials = [], []
+    turns = [
+        lambda: lmx_trials.append(_server_single(base, model, lmx_prompts, opts, lmx_result)),
+        lambda: inproc_trials.append(_inprocess_single(engine, inproc_prompts, opts)),
+    ]
     for trial in range(opts.trials):
-        order = ("lmx", "inproc") if trial % 2 == 0 else ("inproc", "lmx")
-        for system in order:
-            if system == "lmx":
-                by_system["lmx"].append(_server_single(base, model, lmx_prompts, opts, lmx_result))
-            else:
-                by_system["inproc"].append(_inprocess_single(engine, inproc_prompts, opts))
-    _summarize(lmx_result, [t for t in by_system["lmx"] if t])
-    _summarize(inproc_result, by_system["inproc"])
+        for turn in turns if trial % 2 == 0 else reversed(turns):
+            turn()
+    _summarize(lmx_result, [t for t in lmx_trials if t])
+    _summarize(inproc_result, inproc_trials)
 
 
 def measure_server(
@@ -231,7 +231,6 @@ def measure_inprocess(opts: Options, prompts: Prompts) -> SystemResult:
 
 def _free(engine) -> None:
     engine.close()
-    del engine
     gc.collect()
 
 
