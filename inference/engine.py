@@ -308,8 +308,9 @@ class Engine:
             before = mx.get_active_memory()
             start = time.perf_counter()
             model, tokenizer, config, backend = loading.load(spec)
-            elapsed_ms = int((time.perf_counter() - start) * 1000)
             vram = max(mx.get_active_memory() - before, loading.parameter_bytes(model))
+            self._warm_up(spec, model)
+            elapsed_ms = int((time.perf_counter() - start) * 1000)  # until it is ready to serve
             self.loaded = LoadedModel(
                 spec=spec,
                 model=model,
@@ -357,6 +358,13 @@ class Engine:
             if replaced is None
             else {"model": replaced.model, "freed_vram_gb": replaced.freed_vram_gb},
         )
+
+    @staticmethod
+    def _warm_up(spec: ModelSpec, model) -> None:
+        try:
+            loading.warm_up(model)
+        except Exception as exc:  # noqa: BLE001 - the first request will say what is wrong, if anything
+            log.warning("Warm-up of %s failed: %s", spec.id, exc)
 
     def _restore(self, spec: ModelSpec, *, failed: str) -> None:
         """A failed load should not leave the server without the model it had."""

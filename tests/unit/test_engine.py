@@ -1,6 +1,7 @@
 """The engine thread with the real default model, in process: load rules, memory, formats."""
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import mlx.core as mx
@@ -272,3 +273,34 @@ def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine
     assert all(bucket(n) > n for n in (fresh, new - 1, new))  # both prefills were padded
     assert bucketed == plain
     assert len(plain[0]) == len(plain[1]) == 8
+
+
+def test_the_warm_up_at_load_leaves_no_request_cache_or_count_behind(engine, model_store):
+    """A load runs a few tokens through the model before it says it is ready; users see none of
+    it: no tokens counted, nothing in the prompt cache, and the first answer is the model's."""
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    assert dataclasses.astuple(engine.counters) == dataclasses.astuple(type(engine.counters)())
+    tokens: list[int] = []
+
+    async def run():
+        slot = _spied_slot(engine, "The capital of France is", 8, tokens, temperature=0)
+        engine.submit(slot)
+        text, _ = await _text_and_end(slot)
+        return text, slot.cached_tokens
+
+    text, cached = asyncio.run(run())
+    assert "Paris" in text and cached == 0
+    assert engine.counters.prompt_tokens == len(engine.loaded.tokenizer.encode("The capital of France is"))
+    assert engine.counters.generated_tokens == len(tokens) > 0
+
+
+def test_a_failed_warm_up_is_logged_and_the_model_still_serves(engine, model_store, monkeypatch, caplog):
+    from inference import loading
+
+    def broken(model):
+        raise RuntimeError("kernel compile failed")
+
+    monkeypatch.setattr(loading, "warm_up", broken)
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    assert f"Warm-up of {MLX_ID} failed: kernel compile failed" in caplog.text
+    assert engine.loaded is not None and len(_greedy_tokens(engine, "The capital of France is", 4)) == 4
