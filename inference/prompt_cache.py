@@ -64,18 +64,6 @@ def _first_below(node: dict):
     return node[_VALUE], depth
 
 
-def shared_prefix(prompt_cache, model_id: str, tokens: list[int]) -> int:
-    """How many leading tokens of `tokens` some cached sequence shares."""
-    node = prompt_cache._trie._trie.get(model_id, {})
-    shared = 0
-    for token in tokens:
-        node = node.get(token)
-        if node is None:
-            break
-        shared += 1
-    return shared
-
-
 def remember(prompt_cache, loaded, tokens, cache) -> None:
     """Keep a finished request's KV cache so a follow-up turn starts from it."""
     if loaded is None or cache is None or not tokens:

@@ -5,7 +5,7 @@ import re
 import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
-from inference.prompt_cache import MIN_REUSE_TOKENS, nearest_cache, shared_prefix
+from inference.prompt_cache import MIN_REUSE_TOKENS, nearest_cache
 from tests.unit.test_batch_layers import _tiny
 
 
@@ -24,16 +24,14 @@ def test_a_long_shared_prefix_is_reused_and_a_short_one_is_computed_again():
 
     follow_up = [*stored[:50], 7, 8, 9]
     cache, rest = nearest_cache(prompt_cache, "m", follow_up)
-    assert shared_prefix(prompt_cache, "m", follow_up) == 50
     assert rest == [7, 8, 9] and cache[0].offset == 50
 
     fresh = [1, *range(300, 360)]  # shares only the BOS token
-    assert shared_prefix(prompt_cache, "m", fresh) == 1
     assert nearest_cache(prompt_cache, "m", fresh) == (None, fresh)
 
     header = [*stored[: MIN_REUSE_TOKENS - 1], 9, 9]  # one token short of worth reusing
     assert nearest_cache(prompt_cache, "m", header) == (None, header)
-    assert shared_prefix(prompt_cache, "other-model", follow_up) == 0
+    assert nearest_cache(prompt_cache, "other-model", follow_up) == (None, follow_up)
 
 
 def test_lmx_reuses_the_prefix_mlx_lm_would_with_the_same_keys_and_values():
