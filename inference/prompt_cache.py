@@ -35,21 +35,23 @@ def nearest_cache(prompt_cache, model_id: str, tokens: list[int]):
     if shared < MIN_REUSE_TOKENS:
         return None, tokens
 
+    # (entry, its length, tokens of it to keep), best first
+    candidates = []
     if prefix_length == len(tokens):  # the whole prompt is cached: feed its last token again
-        entry, length, keep = prefix_entry, prefix_length, len(tokens) - 1
+        candidates.append((prefix_entry, prefix_length, len(tokens) - 1))
     elif shared > prefix_length and (below := _first_below(node)) is not None:
         entry, extra = below  # a longer sequence, trimmed back to the shared part
-        length, keep = shared + extra, min(shared, len(tokens) - 1)
-    elif prefix_length:
-        entry, length, keep = prefix_entry, prefix_length, prefix_length
-    else:
-        return None, tokens
-    if length > keep and not can_trim_prompt_cache(entry.prompt_cache):
-        return None, tokens
-    cache = copy.deepcopy(entry.prompt_cache)
-    if length > keep:
-        trim_prompt_cache(cache, length - keep)
-    return cache, tokens[keep:]
+        candidates.append((entry, shared + extra, min(shared, len(tokens) - 1)))
+    if 0 < prefix_length < len(tokens):
+        candidates.append((prefix_entry, prefix_length, prefix_length))
+    for entry, length, keep in candidates:
+        if length > keep and not can_trim_prompt_cache(entry.prompt_cache):
+            continue  # e.g. a sliding-window cache: it cannot be cut back
+        cache = copy.deepcopy(entry.prompt_cache)
+        if length > keep:
+            trim_prompt_cache(cache, length - keep)
+        return cache, tokens[keep:]
+    return None, tokens
 
 
 def _first_below(node: dict):

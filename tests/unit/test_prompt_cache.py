@@ -3,7 +3,7 @@
 import re
 
 import mlx.core as mx
-from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import LRUPromptCache, RotatingKVCache, make_prompt_cache, trim_prompt_cache
 
 from inference.prompt_cache import MIN_REUSE_TOKENS, nearest_cache
 from tests.unit.test_batch_layers import _tiny
@@ -85,3 +85,21 @@ def test_the_lookup_benchmark_times_both_lookups_on_its_three_prompts():
     table = lookup.markdown(rows, entries=2, length=80, prompt=16, title="t")
     assert "| lookup | fresh prompt | new chat, same system prompt | follow-up turn |" in table
     assert re.search(r"\| LMX \(nearest_cache\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", table)
+
+
+def test_a_cache_that_cannot_be_cut_back_gives_way_to_a_shorter_cached_prefix():
+    """Sliding-window caches past their window cannot be trimmed: the prompt then starts from a
+    cached sequence it extends, as with mlx-lm's lookup."""
+    model = _tiny("llama-3.1-8b")
+    prompt_cache = LRUPromptCache()
+    chat = [1, *range(100, 199)]  # 100 tokens
+    for tokens in (chat[:50], chat):  # the 100-token one overflows a 64-token window
+        cache = [RotatingKVCache(max_size=64) for _ in model.layers]
+        model(mx.array([tokens]), cache=cache)
+        mx.eval([c.state for c in cache])
+        prompt_cache.insert_cache("m", tokens, cache)
+    prompt = [*chat[:80], 7, 8]
+    cache, rest = nearest_cache(prompt_cache, "m", prompt)
+    theirs, their_rest = prompt_cache.fetch_nearest_cache("m", prompt)
+    assert rest == their_rest == prompt[50:]
+    assert cache[0].offset == theirs[0].offset == 50
