@@ -63,9 +63,11 @@ class Solo:
         self.tokens.append(rest[-1])
 
     def _prefill(self, tokens: list[int], *, total: int) -> None:
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+        from mlx_lm.models.cache import KVCache, trim_prompt_cache
 
-        bucketed = buckets_enabled() and can_trim_prompt_cache(self.cache)
+        # Only plain caches: a sliding-window one can pass its window inside a padded chunk,
+        # and then the padding cannot be cut back.
+        bucketed = buckets_enabled() and all(type(c) is KVCache for c in self.cache)
         while tokens:
             chunk, tokens = tokens[:PREFILL_STEP], tokens[PREFILL_STEP:]
             padding = bucket(len(chunk)) - len(chunk) if bucketed else 0
