@@ -41,12 +41,14 @@ def validate() -> None:
         )
     if get("LMX_MAX_CONCURRENT") < 1 or get("LMX_MAX_QUEUE") < 0:
         raise ImproperlyConfigured("LMX_MAX_CONCURRENT must be >= 1 and LMX_MAX_QUEUE >= 0")
-    for name in ("LMX_CPU_FAST_PATH", "LMX_BATCH_LAYERS"):
-        if str(get(name)).lower() not in ("auto", "on", "off"):
-            raise ImproperlyConfigured(f"{name} must be auto, on or off, not {get(name)!r}")
-    if str(get("LMX_PREFILL_BUCKETS")).lower() not in ("on", "off"):
-        raise ImproperlyConfigured(
-            f"LMX_PREFILL_BUCKETS must be on or off, not {get('LMX_PREFILL_BUCKETS')!r}"
-        )
+    switches = {
+        "LMX_CPU_FAST_PATH": ("auto", "on", "off"),
+        "LMX_BATCH_LAYERS": ("auto", "on", "off"),
+        "LMX_PREFILL_BUCKETS": ("on", "off"),
+    }
+    for name, allowed in switches.items():
+        if str(get(name)).lower() not in allowed:
+            choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            raise ImproperlyConfigured(f"{name} must be {choices}, not {get(name)!r}")
     if get("LMX_REQUEST_TIMEOUT_S") <= 0:
         raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")
