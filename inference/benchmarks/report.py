@@ -16,7 +16,7 @@ def _ratio(a, b) -> str:
 def _order(opts, inproc) -> str:
     if inproc is None:
         return ""
-    if getattr(opts, "alternated", False):
+    if opts.alternated:
         return ", LMX's and mlx-lm's taking turns while both held the model"
     return ", mlx-lm's first and alone (the model does not fit in memory twice)"
 
