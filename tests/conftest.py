@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,22 @@ def copy_model(src: Path, dst: Path) -> Path:
     else:
         shutil.copyfile(src, dst)
     return dst
+
+
+@contextmanager
+def running_engine(cls, *, max_concurrent: int, max_queue: int):
+    """An Engine or EngineClient started with small limits; its lifecycle events collect in
+    `.events`; stopped on exit."""
+    events: list[dict] = []
+    engine = cls(
+        max_concurrent=max_concurrent,
+        max_queue=max_queue,
+        prompt_cache_size=4,
+        prompt_cache_bytes=1 << 30,
+        listeners=[events.append],
+    ).start()
+    engine.events = events
+    try:
+        yield engine
+    finally:
+        engine.stop_and_join()

@@ -10,22 +10,13 @@ import pytest
 from inference.engine import Engine
 from inference.generation import GenerationRequest, Slot
 from inference.store import describe_gguf, describe_mlx_folder
-from tests.conftest import GGUF_ID, MLX_ID
+from tests.conftest import GGUF_ID, MLX_ID, running_engine
 
 
 @pytest.fixture
 def engine():
-    events = []
-    eng = Engine(
-        max_concurrent=4,
-        max_queue=4,
-        prompt_cache_size=4,
-        prompt_cache_bytes=1 << 30,
-        listeners=[events.append],
-    ).start()
-    eng.events = events
-    yield eng
-    eng.stop_and_join()
+    with running_engine(Engine, max_concurrent=4, max_queue=4) as eng:
+        yield eng
 
 
 def _spied_slot(engine: Engine, prompt: str, n: int, tokens: list[int], **request) -> Slot:

@@ -10,22 +10,13 @@ from inference.engine_client import EngineClient, EngineLost
 from inference.errors import NoModelLoaded
 from inference.generation import GenerationRequest
 from inference.store import describe_mlx_folder
-from tests.conftest import MLX_ID, wait_for
+from tests.conftest import MLX_ID, running_engine, wait_for
 
 
 @pytest.fixture
 def client():
-    events = []
-    engine = EngineClient(
-        max_concurrent=2,
-        max_queue=2,
-        prompt_cache_size=4,
-        prompt_cache_bytes=1 << 30,
-        listeners=[events.append],
-    ).start()
-    engine.events = events
-    yield engine
-    engine.stop_and_join()
+    with running_engine(EngineClient, max_concurrent=2, max_queue=2) as engine:
+        yield engine
 
 
 @pytest.fixture
