@@ -45,6 +45,7 @@ def validate() -> None:
         "LMX_CPU_FAST_PATH": ("auto", "on", "off"),
         "LMX_BATCH_LAYERS": ("auto", "on", "off"),
         "LMX_PREFILL_BUCKETS": ("on", "off"),
+        "LMX_SHORT_ATTENTION": ("auto", "on", "off"),
     }
     for name, allowed in switches.items():
         if str(get(name)).lower() not in allowed:

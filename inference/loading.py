@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from inference import batch_layers, cpu_blas, gguf
+from inference import attention, batch_layers, cpu_blas, gguf
 from inference.errors import ModelLoadError
 from inference.generation import Slot
 from inference.prompt_cache import nearest_cache
@@ -38,20 +38,25 @@ def load(spec: ModelSpec):
         backend += "+cpu-f32-openblas"
     if batch_layers.enabled() and batch_layers.apply(model):
         backend += "+batch-layers"
+    attention.install(attention.enabled())  # for the whole engine process; the last load's setting holds
+    if attention.enabled():
+        backend += "+short-attention"
     return model, tokenizer, config, backend
 
 
 def warm_up(model) -> None:
-    """Eight tokens and one decoding step through the model, thrown away, so the first request
-    does not pay for the backend's first use of its kernels: on the H100 a server's first request
-    took 930 ms and the next ones ~75, and 54.8 s on a fresh machine where MLX's CUDA build
-    compiled its kernels (docs/bench/h100-ttft-llama-3.1-8b.md). llama.cpp's server warms up
-    the same way. A prompt of a length not run before still costs its own first call there."""
+    """Two chunks of eight tokens and one decoding step through the model, thrown away, so the
+    first request does not pay for the backend's first use of its kernels: on the H100 a server's
+    first request took 930 ms and the next ones ~75, and 54.8 s on a fresh machine where MLX's
+    CUDA build compiled its kernels (docs/bench/h100-ttft-llama-3.1-8b.md). llama.cpp's server
+    warms up the same way. Kernels for other sizes still compile on first use: on a fresh H100
+    the first 256-token prompt after this warm-up took 31 s (once per machine: MLX caches them)."""
     from mlx_lm.models.cache import make_prompt_cache
 
     cache = make_prompt_cache(model)
-    model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)
-    mx.eval([c.state for c in cache])
+    for _chunk in range(2):  # a fresh prompt, then a chunk after cached tokens (inference.attention)
+        model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)
+        mx.eval([c.state for c in cache])
     mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))
     del cache
     mx.clear_cache()

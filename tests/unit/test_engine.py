@@ -235,35 +235,62 @@ def test_counters_count_every_token_and_every_ending_in_the_batch(engine, model_
     assert engine.counters.completed - before[1] == 3
 
 
+FIRST = (
+    "Here is a short story about a lighthouse keeper who lived alone on a rocky island far from the "
+    "coast, with only his old dog, a radio and a shelf of books for company, and"
+)  # over 32 tokens: the follow-up reuses its cache
+FOLLOW = FIRST + " one stormy night a small boat appeared near the rocks, so he"
+
+
+def _fresh_and_follow_up(engine: Engine, model_store) -> tuple[list[list[int]], list[int]]:
+    """Greedy tokens for FIRST and then FOLLOW (a turn on FIRST's cached prefix) with a fresh
+    load, and both prompts' token counts."""
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    tokenizer = engine.loaded.tokenizer
+    lengths = [len(tokenizer.encode(FIRST)), len(tokenizer.encode(FOLLOW))]
+    out = [_greedy_tokens(engine, FIRST, 8), _greedy_tokens(engine, FOLLOW, 8)]
+    engine.unload().result()  # and its prompt cache
+    return out, lengths
+
+
 def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine, model_store, settings):
     """LMX_PREFILL_BUCKETS pads each prefill chunk to one of a few lengths and trims the padding
     off the cache: greedy answers stay the same, also for a turn that reuses a cached prefix."""
     from inference.solo import bucket
 
-    spec = describe_mlx_folder(model_store / MLX_ID, MLX_ID)
-    first = (
-        "Here is a short story about a lighthouse keeper who lived alone on a rocky island far from the "
-        "coast, with only his old dog, a radio and a shelf of books for company, and"
-    )  # over 32 tokens: the follow-up reuses its cache
-    follow = first + " one stormy night a small boat appeared near the rocks, so he"
-    tokenizer_lengths = []
-
-    def answers() -> list[list[int]]:
-        engine.load(spec).result()
-        tokenizer = engine.loaded.tokenizer
-        tokenizer_lengths[:] = [len(tokenizer.encode(first)), len(tokenizer.encode(follow))]
-        out = [_greedy_tokens(engine, first, 8), _greedy_tokens(engine, follow, 8)]
-        engine.unload().result()  # and its prompt cache
-        return out
-
     settings.LMX_PREFILL_BUCKETS = "off"
-    plain = answers()
+    plain, (first, follow) = _fresh_and_follow_up(engine, model_store)
     settings.LMX_PREFILL_BUCKETS = "on"
-    bucketed = answers()
-    fresh, new = tokenizer_lengths[0] - 1, tokenizer_lengths[1] - tokenizer_lengths[0]
+    bucketed, _ = _fresh_and_follow_up(engine, model_store)
+    fresh, new = first - 1, follow - first
     assert all(bucket(n) > n for n in (fresh, new - 1, new))  # both prefills were padded
     assert bucketed == plain
     assert len(plain[0]) == len(plain[1]) == 8
+
+
+def test_short_attention_changes_no_token_of_a_follow_up(engine, model_store, settings, monkeypatch):
+    """LMX_SHORT_ATTENTION computes a follow-up's prompt chunk outside MLX's fused kernel (on CUDA,
+    where that kernel builds a graph per shape): the same greedy answers."""
+    from inference import attention
+
+    unfused = []
+    real = attention.unfused_causal
+
+    def spy(queries, keys, values, **kwargs):
+        unfused.append(keys.shape[2])  # cached + chunk tokens
+        return real(queries, keys, values, **kwargs)
+
+    monkeypatch.setattr(attention, "unfused_causal", spy)
+    settings.LMX_SHORT_ATTENTION = "off"
+    plain, (_, follow) = _fresh_and_follow_up(engine, model_store)
+    assert not unfused
+    settings.LMX_SHORT_ATTENTION = "on"
+    try:
+        short, _ = _fresh_and_follow_up(engine, model_store)
+    finally:
+        attention.install(False)  # the load put it in for the whole process
+    assert follow - 1 in unfused  # the follow-up's chunk went through it (not only the warm-up's)
+    assert short == plain and len(short[1]) == 8
 
 
 def test_the_warm_up_at_load_leaves_no_request_cache_or_count_behind(engine, model_store):

@@ -51,7 +51,13 @@ class Command(BaseCommand):
             log.info(
                 "Batch layers: quantized layers fold the batch into one matmul (LMX_BATCH_LAYERS=off to disable)"
             )
-        from inference import solo
+        from inference import attention, solo
+
+        if attention.enabled():
+            log.info(
+                "Short attention: prompt chunks after cached tokens skip cuDNN's per-shape graphs "
+                "(LMX_SHORT_ATTENTION=off to disable)"
+            )
 
         if solo.buckets_enabled():
             log.info("Prefill buckets: prompt chunks are padded to one of 16 lengths (LMX_PREFILL_BUCKETS)")
