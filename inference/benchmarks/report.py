@@ -64,15 +64,17 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
             f"{_ratio(a, b)} | {_ratio(a, c)} |"
         )
 
-    def turns(res):
-        if res is None or res.turn_ttft_ms is None:
+    def turns(res, attr):
+        if res is None or getattr(res, attr) is None:
             return "–"
-        first, second = res.turn_ttft_ms
+        first, second = getattr(res, attr)
         return f"{first:,.0f} → {second:,.0f} ms ({first / second:.1f}×)"
 
-    lines.append(
-        f"| {opts.conversation_tokens}-token chat, TTFT 1st → 2nd turn | {turns(lmx)} | – | {turns(peer)} | | |"
-    )
+    for label, attr in (
+        (f"{opts.conversation_tokens}-token chat, TTFT 1st → 2nd turn", "turn_ttft_ms"),
+        ("the same, a second chat of that length", "seen_turn_ttft_ms"),
+    ):
+        lines.append(f"| {label} | {turns(lmx, attr)} | – | {turns(peer, attr)} | | |")
     if lmx and lmx.readyz_ms:
         lines.append(
             f"| /readyz p50 / p99 ms under {max(opts.streams)} streams | "
@@ -110,9 +112,12 @@ def targets(opts, lmx, inproc, peer) -> list[str]:
     if lmx and peer and lmx.aggregate.get(most) and peer.aggregate.get(most):
         ratio = lmx.aggregate[most] / peer.aggregate[most]
         out.append(f"{most} streams ≥ 1.5 × mlx_lm.server: {ratio:.2f}× — {mark(ratio >= 1.5)}")
-    if lmx and lmx.turn_ttft_ms:
-        speedup = lmx.turn_ttft_ms[0] / lmx.turn_ttft_ms[1]
-        out.append(f"2nd turn ≥ 5 × faster to first token: {speedup:.1f}× — {mark(speedup >= 5)}")
+    if lmx and lmx.seen_turn_ttft_ms:
+        # The second chat: its first turn is not charged for the first run of its length.
+        speedup = lmx.seen_turn_ttft_ms[0] / lmx.seen_turn_ttft_ms[1]
+        out.append(
+            f"2nd turn ≥ 5 × faster to first token (second chat): {speedup:.1f}× — {mark(speedup >= 5)}"
+        )
     if lmx and lmx.gguf_decode_tps and lmx.decode_tps:
         ratio = lmx.gguf_decode_tps / lmx.decode_tps
         out.append(f"GGUF at most 10 % slower than MLX-native: {ratio:.2f}× — {mark(ratio >= 0.9)}")
