@@ -29,8 +29,9 @@ def buckets_enabled() -> bool:
 def bucket(n: int) -> int:
     """The length an n-token prefill chunk is padded to under LMX_PREFILL_BUCKETS: a power of two
     up to 256, then a multiple of 256, so prompts of any length run as one of 16 shapes. MLX's
-    CUDA backend spent 60-80 ms on the first call of each new prompt shape (H100,
-    docs/bench/h100-readyz-llama-3.1-8b.md); whether bucketing pays there is not measured yet."""
+    CUDA backend spends 60-100 ms on the first call at each new prompt length; on an H100 a
+    follow-up whose bucket had run took 47-62 ms against 110-225 (docs/BENCHMARKS.md, "Second
+    turn"). Attention after cached tokens is keyed by the cache length too (inference.attention)."""
     if n <= 256:
         return 1 << (n - 1).bit_length()
     return -(-n // 256) * 256
