@@ -45,16 +45,26 @@ def load(spec: ModelSpec):
 
 
 def warm_up(model) -> None:
-    """Two chunks of eight tokens and one decoding step through the model, thrown away, so the
-    first request does not pay for the backend's first use of its kernels: on the H100 a server's
-    first request took 930 ms and the next ones ~75, and 54.8 s on a fresh machine where MLX's
-    CUDA build compiled its kernels (docs/bench/h100-ttft-llama-3.1-8b.md). llama.cpp's server
-    warms up the same way. Kernels for other sizes still compile on first use: on a fresh H100
-    the first 256-token prompt after this warm-up took 31 s (once per machine: MLX caches them)."""
+    """A few tokens through the model, thrown away, so the first request does not pay for the
+    backend's first use of its kernels: on the H100 a server's first request took 930 ms and
+    the next ones ~75, and 54.8 s on a fresh machine where MLX's CUDA build compiled its kernels
+    (docs/bench/h100-ttft-llama-3.1-8b.md). llama.cpp's server warms up the same way.
+
+    Eight tokens, eight more after them (a chunk after cached tokens: inference.attention) and
+    one decoding step; with LMX_PREFILL_BUCKETS, also a chunk of each bucket's length, as MLX's
+    CUDA build pays 60-100 ms on the first call at each length (and compiles kernels for sizes
+    it has not run: on a fresh H100 the first 256-token prompt after the short warm-up took 31 s,
+    once per machine)."""
     from mlx_lm.models.cache import make_prompt_cache
 
+    from inference import solo
+
+    for length in solo.BUCKETS if solo.buckets_enabled() else ():
+        cache = make_prompt_cache(model)
+        model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)
+        mx.eval([c.state for c in cache])
     cache = make_prompt_cache(model)
-    for _chunk in range(2):  # a fresh prompt, then a chunk after cached tokens (inference.attention)
+    for _chunk in range(2):
         model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)
         mx.eval([c.state for c in cache])
     mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))

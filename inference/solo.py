@@ -37,6 +37,9 @@ def bucket(n: int) -> int:
     return -(-n // 256) * 256
 
 
+BUCKETS = tuple(sorted({bucket(n) for n in range(1, PREFILL_STEP + 1)}))  # the 16 chunk lengths
+
+
 def _greedy(logprobs: mx.array) -> mx.array:
     return mx.argmax(logprobs, axis=-1)
 
