@@ -60,7 +60,10 @@ class Command(BaseCommand):
             )
 
         if solo.buckets_enabled():
-            log.info("Prefill buckets: prompt chunks are padded to one of 16 lengths, each run once at load (LMX_PREFILL_BUCKETS)")
+            log.info(
+                "Prefill buckets: prompt chunks are padded to one of 16 lengths, each run once at load "
+                "(LMX_PREFILL_BUCKETS)"
+            )
         runtime.get_engine()
         if model:
             threading.Thread(
