@@ -51,15 +51,16 @@ def warm_up(model) -> None:
     (docs/bench/h100-ttft-llama-3.1-8b.md). llama.cpp's server warms up the same way.
 
     Eight tokens, eight more after them (a chunk after cached tokens: inference.attention) and
-    one decoding step; with LMX_PREFILL_BUCKETS, also a chunk of each bucket's length, as MLX's
-    CUDA build pays 60-100 ms on the first call at each length (and compiles kernels for sizes
-    it has not run: on a fresh H100 the first 256-token prompt after the short warm-up took 31 s,
-    once per machine)."""
+    one decoding step; with LMX_PREFILL_BUCKETS on a GPU, also a chunk of each bucket's length,
+    as MLX's CUDA build pays 60-100 ms on the first call at each length (and compiles kernels for
+    sizes it has not run: on a fresh H100 the first 256-token prompt after the short warm-up took
+    31 s, once per machine). Not on the CPU: no such first calls there, and the 16 lengths are
+    ~9,500 tokens (over a minute for SmolLM2 here)."""
     from mlx_lm.models.cache import make_prompt_cache
 
     from inference import solo
 
-    for length in solo.BUCKETS if solo.buckets_enabled() else ():
+    for length in solo.BUCKETS if solo.buckets_enabled() and _on_gpu() else ():
         cache = make_prompt_cache(model)
         model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)
         mx.eval([c.state for c in cache])
@@ -70,6 +71,10 @@ def warm_up(model) -> None:
     mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))
     del cache
     mx.clear_cache()
+
+
+def _on_gpu() -> bool:
+    return mx.default_device().type == mx.DeviceType.gpu
 
 
 def device_memory() -> int:

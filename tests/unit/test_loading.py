@@ -41,8 +41,16 @@ def test_the_warm_up_runs_a_fresh_chunk_a_chunk_after_it_and_a_decoding_step(set
     assert model.calls == [(8, 0), (8, 8), (1, 16)]
 
 
-def test_with_prefill_buckets_the_warm_up_runs_every_bucket_length_once(settings):
+def test_with_prefill_buckets_on_a_cpu_the_warm_up_stays_short(settings):
     settings.LMX_PREFILL_BUCKETS = "on"
+    model = _model()
+    loading.warm_up(model)
+    assert model.calls == [(8, 0), (8, 8), (1, 16)]
+
+
+def test_with_prefill_buckets_on_a_gpu_the_warm_up_runs_every_bucket_length_once(settings, monkeypatch):
+    settings.LMX_PREFILL_BUCKETS = "on"
+    monkeypatch.setattr(loading, "_on_gpu", lambda: True)  # this machine has none; the model runs on the CPU
     model = _model()
     loading.warm_up(model)
     fresh = [length for length, cached in model.calls if cached == 0]
