@@ -33,7 +33,7 @@ class Options:
     gen_tokens: int = 128
     sweep_prompt_tokens: int = 32  # short prompts: the sweep measures decoding, not prefill
     conversation_tokens: int = 2000
-    trials: int = 3
+    trials: int = 5
     gguf_id: str | None = None
     inprocess: bool = True
     peer: bool = True

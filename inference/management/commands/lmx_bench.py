@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--gen-tokens", type=int, default=128)
         parser.add_argument("--sweep-prompt-tokens", type=int, default=32)
         parser.add_argument("--conversation-tokens", type=int, default=2000)
-        parser.add_argument("--trials", type=int, default=3)
+        parser.add_argument("--trials", type=int, default=5, help="single-stream trials per system (median)")
         parser.add_argument("--url", help="a running LMX serving the model (default: start one)")
         parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
         parser.add_argument("--no-inprocess", action="store_true", help="skip mlx-lm in-process")
