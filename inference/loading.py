@@ -15,7 +15,7 @@ from inference import attention, batch_layers, cpu_blas, gguf
 from inference.errors import ModelLoadError
 from inference.generation import Slot
 from inference.prompt_cache import nearest_cache
-from inference.solo import Solo
+from inference.solo import Solo, buckets_enabled
 from inference.store import ModelSpec
 
 
@@ -41,6 +41,8 @@ def load(spec: ModelSpec):
     attention.install(attention.enabled())  # for the whole engine process; the last load's setting holds
     if attention.enabled():
         backend += "+short-attention"
+    if buckets_enabled():
+        backend += "+prefill-buckets"
     return model, tokenizer, config, backend
 
 

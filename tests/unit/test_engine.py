@@ -242,15 +242,15 @@ FIRST = (
 FOLLOW = FIRST + " one stormy night a small boat appeared near the rocks, so he"
 
 
-def _fresh_and_follow_up(engine: Engine, model_store) -> tuple[list[list[int]], list[int]]:
+def _fresh_and_follow_up(engine: Engine, model_store) -> tuple[list[list[int]], list[int], str]:
     """Greedy tokens for FIRST and then FOLLOW (a turn on FIRST's cached prefix) with a fresh
-    load, and both prompts' token counts."""
+    load, both prompts' token counts, and the backend the load reported."""
     engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
-    tokenizer = engine.loaded.tokenizer
+    tokenizer, backend = engine.loaded.tokenizer, engine.loaded.backend
     lengths = [len(tokenizer.encode(FIRST)), len(tokenizer.encode(FOLLOW))]
     out = [_greedy_tokens(engine, FIRST, 8), _greedy_tokens(engine, FOLLOW, 8)]
     engine.unload().result()  # and its prompt cache
-    return out, lengths
+    return out, lengths, backend
 
 
 def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine, model_store, settings):
@@ -259,9 +259,11 @@ def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine
     from inference.solo import bucket
 
     settings.LMX_PREFILL_BUCKETS = "off"
-    plain, (first, follow) = _fresh_and_follow_up(engine, model_store)
+    plain, (first, follow), backend = _fresh_and_follow_up(engine, model_store)
+    assert "+prefill-buckets" not in backend
     settings.LMX_PREFILL_BUCKETS = "on"
-    bucketed, _ = _fresh_and_follow_up(engine, model_store)
+    bucketed, _, backend = _fresh_and_follow_up(engine, model_store)
+    assert backend.endswith("+prefill-buckets")
     fresh, new = first - 1, follow - first
     assert all(bucket(n) > n for n in (fresh, new - 1, new))  # both prefills were padded
     assert bucketed == plain
@@ -282,14 +284,15 @@ def test_short_attention_changes_no_token_of_a_follow_up(engine, model_store, se
 
     monkeypatch.setattr(attention, "unfused_causal", spy)
     settings.LMX_SHORT_ATTENTION = "off"
-    plain, (_, follow) = _fresh_and_follow_up(engine, model_store)
-    assert not unfused
+    plain, (_, follow), backend = _fresh_and_follow_up(engine, model_store)
+    assert not unfused and "+short-attention" not in backend
     settings.LMX_SHORT_ATTENTION = "on"
     try:
-        short, _ = _fresh_and_follow_up(engine, model_store)
+        short, _, backend = _fresh_and_follow_up(engine, model_store)
     finally:
         attention.install(False)  # the load put it in for the whole process
     assert follow - 1 in unfused  # the follow-up's chunk went through it (not only the warm-up's)
+    assert "+short-attention" in backend
     assert short == plain and len(short[1]) == 8
 
 
