@@ -25,10 +25,7 @@ _fused = mx.fast.scaled_dot_product_attention
 def enabled() -> bool:
     from inference import conf
 
-    chosen = str(conf.get("LMX_SHORT_ATTENTION")).lower()
-    if chosen in ("on", "off"):
-        return chosen == "on"
-    return mx.cuda.is_available()
+    return conf.on_with_cuda("LMX_SHORT_ATTENTION")
 
 
 def install(on: bool) -> None:

@@ -26,10 +26,7 @@ FOLD_MIN_ROWS = 8  # below this both shapes run the same matrix-vector kernel
 def enabled() -> bool:
     from inference import conf
 
-    chosen = str(conf.get("LMX_BATCH_LAYERS")).lower()
-    if chosen in ("on", "off"):
-        return chosen == "on"
-    return mx.cuda.is_available()
+    return conf.on_with_cuda("LMX_BATCH_LAYERS")
 
 
 def _fold(fn, x):

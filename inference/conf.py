@@ -13,6 +13,16 @@ def get(name: str):
         raise ImproperlyConfigured(f"Setting {name} is missing") from exc
 
 
+def on_with_cuda(name: str) -> bool:
+    """An auto | on | off switch whose `auto` means on where MLX runs on CUDA (where it was measured)."""
+    chosen = str(get(name)).lower()
+    if chosen in ("on", "off"):
+        return chosen == "on"
+    import mlx.core as mx
+
+    return mx.cuda.is_available()
+
+
 def models_dir() -> Path:
     return Path(get("LMX_MODELS_DIR"))
 
