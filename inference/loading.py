@@ -15,7 +15,7 @@ from inference import attention, batch_layers, cpu_blas, gguf
 from inference.errors import ModelLoadError
 from inference.generation import Slot
 from inference.prompt_cache import nearest_cache
-from inference.solo import Solo, buckets_enabled
+from inference.solo import BUCKETS, Solo, buckets_enabled
 from inference.store import ModelSpec
 
 
@@ -38,8 +38,9 @@ def load(spec: ModelSpec):
         backend += "+cpu-f32-openblas"
     if batch_layers.enabled() and batch_layers.apply(model):
         backend += "+batch-layers"
-    attention.install(attention.enabled())  # for the whole engine process; the last load's setting holds
-    if attention.enabled():
+    short_attention = attention.enabled()
+    attention.install(short_attention)  # for the whole engine process; the last load's setting holds
+    if short_attention:
         backend += "+short-attention"
     if buckets_enabled():
         backend += "+prefill-buckets"
@@ -60,9 +61,7 @@ def warm_up(model) -> None:
     ~9,500 tokens (over a minute for SmolLM2 here)."""
     from mlx_lm.models.cache import make_prompt_cache
 
-    from inference import solo
-
-    for length in solo.BUCKETS if solo.buckets_enabled() and _on_gpu() else ():
+    for length in BUCKETS if buckets_enabled() and _on_gpu() else ():
         cache = make_prompt_cache(model)
         model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)
         mx.eval([c.state for c in cache])
