@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+BACKEND = "+cpu-f32-openblas"  # ends the backend name of a model loaded this way
+
 OPENBLAS_CANDIDATES = [
     "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
     "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",

@@ -35,7 +35,7 @@ def load(spec: ModelSpec):
         config, backend = json.loads((path / "config.json").read_text()), "mlx"
     if cpu_blas.should_dequantize():
         model = cpu_blas.dequantize(model)
-        backend += "+cpu-f32-openblas"
+        backend += cpu_blas.BACKEND
     if batch_layers.enabled() and batch_layers.apply(model):
         backend += "+batch-layers"
     short_attention = attention.enabled()
@@ -61,14 +61,15 @@ def warm_up(model) -> None:
     ~9,500 tokens (over a minute for SmolLM2 here)."""
     from mlx_lm.models.cache import make_prompt_cache
 
+    # Logits too: a short prompt rest is fed with its last token (inference.solo.tail_limit).
     for length in BUCKETS if buckets_enabled() and _on_gpu() else ():
         cache = make_prompt_cache(model)
-        model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)
-        mx.eval([c.state for c in cache])
+        mx.eval(
+            model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache]
+        )
     cache = make_prompt_cache(model)
     for _chunk in range(2):
-        model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)
-        mx.eval([c.state for c in cache])
+        mx.eval(model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache])
     mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))
     del cache
     mx.clear_cache()

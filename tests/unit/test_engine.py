@@ -270,6 +270,30 @@ def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine
     assert len(plain[0]) == len(plain[1]) == 8
 
 
+def test_a_prompt_rest_fed_with_its_last_token_changes_no_token(engine, model_store, monkeypatch):
+    """A short prompt rest goes through the model in one pass with its last token (on a GPU and on
+    this CPU's float32 path; this test process runs the 4-bit weights): the same greedy answers
+    as feeding all but the last token first, for a fresh prompt and for a follow-up turn."""
+    from inference import solo
+
+    passes = []
+    real = solo.Solo._forward
+
+    def spy(self, chunk):
+        passes.append(len(chunk))
+        return real(self, chunk)
+
+    monkeypatch.setattr(solo.Solo, "_forward", spy)
+    monkeypatch.setattr(solo, "tail_limit", lambda backend: 1)
+    split, (first, follow), _ = _fresh_and_follow_up(engine, model_store)
+    assert first - 1 in passes and follow - first - 1 in passes
+    passes.clear()
+    monkeypatch.setattr(solo, "tail_limit", lambda backend: 64)
+    merged, _, _ = _fresh_and_follow_up(engine, model_store)
+    assert first in passes and follow - first in passes
+    assert merged == split and len(merged[1]) == 8
+
+
 def test_short_attention_changes_no_token_of_a_follow_up(engine, model_store, settings, monkeypatch):
     """LMX_SHORT_ATTENTION computes a follow-up's prompt chunk outside MLX's fused kernel (on CUDA,
     where that kernel builds a graph per shape): the same greedy answers."""
