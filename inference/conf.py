@@ -54,7 +54,7 @@ def validate() -> None:
     switches = {
         "LMX_CPU_FAST_PATH": ("auto", "on", "off"),
         "LMX_BATCH_LAYERS": ("auto", "on", "off"),
-        "LMX_PREFILL_BUCKETS": ("on", "off"),
+        "LMX_PREFILL_BUCKETS": ("auto", "on", "off"),
         "LMX_SHORT_ATTENTION": ("auto", "on", "off"),
     }
     for name, allowed in switches.items():

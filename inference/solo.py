@@ -23,7 +23,7 @@ PREFILL_STEP = 2048
 
 
 def buckets_enabled() -> bool:
-    return str(conf.get("LMX_PREFILL_BUCKETS")).lower() == "on"
+    return conf.on_with_cuda("LMX_PREFILL_BUCKETS")
 
 
 def bucket(n: int) -> int:

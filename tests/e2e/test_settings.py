@@ -12,7 +12,7 @@ from tests.lmx_server import ROOT
 @pytest.mark.parametrize(
     "name,value,says",
     [
-        ("LMX_PREFILL_BUCKETS", "sometimes", "LMX_PREFILL_BUCKETS must be on or off, not 'sometimes'"),
+        ("LMX_PREFILL_BUCKETS", "sometimes", "LMX_PREFILL_BUCKETS must be auto, on or off, not 'sometimes'"),
         ("LMX_BATCH_LAYERS", "maybe", "LMX_BATCH_LAYERS must be auto, on or off, not 'maybe'"),
         ("LMX_SHORT_ATTENTION", "fast", "LMX_SHORT_ATTENTION must be auto, on or off, not 'fast'"),
         ("LMX_MAX_CONCURRENT", "0", "LMX_MAX_CONCURRENT must be >= 1 and LMX_MAX_QUEUE >= 0"),
