@@ -46,7 +46,7 @@ def tail_limit(backend: str) -> int:
     mlx-lm's `generate_step` feeds all but the last token, then the last one as a decoding step,
     so its prefill never computes logits. One pass instead saves that step but computes logits at
     every position of the pass (MLX computes what is asked, not only the last row). Measured
-    (docs/BENCHMARKS.md, "Second turn"): on an H100 (Llama-3.1-8B) a 64-token follow-up after
+    (docs/BENCHMARKS.md, "Second turn"): on an H100 (Llama-3.1-8B) a 51-token follow-up after
     2,000 cached tokens reached its first token in 40 ms instead of 46; on this CPU (SmolLM2)
     with float32 weights and OpenBLAS, 32 tokens after 100 in 219 ms instead of 308 and 128 in 489
     instead of 469, but with its 4-bit weights, whose output matmul is slow here, even 4 tokens

@@ -62,7 +62,7 @@ class Command(BaseCommand):
         if solo.buckets_enabled():
             log.info(
                 "Prefill buckets: prompt chunks are padded to one of 16 lengths, each run once at load "
-                "(LMX_PREFILL_BUCKETS)"
+                "(LMX_PREFILL_BUCKETS=off to disable)"
             )
         runtime.get_engine()
         if model:
