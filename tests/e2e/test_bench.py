@@ -95,5 +95,7 @@ def test_bench_runs_on_the_real_default_model_and_its_gguf_copy(model_store, tmp
     assert _number(lmx) > 0 and _number(inproc) > 0 and peer == "–"
     gguf, *_, of_mlx, _ = _row(table, f"GGUF copy ({GGUF_ID}) decode tok/s")
     assert _number(gguf) > 0 and of_mlx.endswith("× of MLX-native")
+    native, *_ = _row(table, "the MLX-native model again, right after")  # the ratio's denominator
+    assert _ratio_fits(of_mlx.removesuffix(" of MLX-native"), gguf, native)
     assert re.search(r"GGUF at most 10 % slower than MLX-native: [\d.]+× — (met|\*\*missed\*\*)", table)
     assert "Failed requests" not in table
