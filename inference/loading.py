@@ -76,7 +76,7 @@ def warm_up(model) -> None:
 
 
 def _on_gpu() -> bool:
-    return mx.default_device().type == mx.DeviceType.gpu
+    return not cpu_blas.on_cpu()
 
 
 def device_memory() -> int:

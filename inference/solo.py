@@ -51,7 +51,7 @@ def tail_limit(backend: str) -> int:
     with float32 weights and OpenBLAS, 32 tokens after 100 in 219 ms instead of 308 and 128 in 489
     instead of 469, but with its 4-bit weights, whose output matmul is slow here, even 4 tokens
     took 520 ms instead of 439."""
-    if mx.default_device().type == mx.DeviceType.gpu:
+    if not cpu_blas.on_cpu():
         return 256
     return 64 if cpu_blas.BACKEND in backend else 1
 
