@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import statistics
 
 
 def _f(value, digits: int = 1) -> str:
@@ -89,6 +90,7 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
             lines.append(
                 f"| the MLX-native model again, right after | {_f(lmx.gguf_native_decode_tps)} | | | | |"
             )
+    lines += trial_lines(opts, lmx, inproc)
     errors = {k: v.errors for k, v in results.items() if v.errors}
     if errors:
         lines.append("")
@@ -98,6 +100,32 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
                 lines.append(f"- {name}: {str(note)[:300]}")
     lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(opts, lmx, inproc, peer)]
     return "\n".join(lines) + "\n"
+
+
+def trial_lines(opts, lmx, inproc) -> list[str]:
+    """Each one-stream decode trial, in order, and where the trials took turns the ratio of each
+    LMX trial to the in-process one beside it: how far the machine moved during the run."""
+
+    def rates(res) -> str:
+        return " ".join("–" if r is None else f"{r:.1f}" for r in res.decode_trials)
+
+    out = []
+    if lmx and lmx.decode_trials:
+        out.append(f"One-stream decode trials, tok/s in order: LMX {rates(lmx)}")
+        if inproc and inproc.decode_trials:
+            out[-1] += f"; mlx-lm in-process {rates(inproc)}"
+    alternated = opts.alternated and lmx and inproc and len(lmx.decode_trials) == len(inproc.decode_trials)
+    pairs = (
+        [a / b for a, b in zip(lmx.decode_trials, inproc.decode_trials, strict=True) if a and b]
+        if alternated
+        else []
+    )
+    if pairs:
+        out.append(
+            f"Each LMX trial over the in-process trial beside it: median {statistics.median(pairs):.2f}×, "
+            f"{min(pairs):.2f}-{max(pairs):.2f}×"
+        )
+    return ["", *out] if out else []
 
 
 def targets(opts, lmx, inproc, peer) -> list[str]:

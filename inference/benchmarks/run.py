@@ -54,6 +54,7 @@ class SystemResult:
     readyz_ms: tuple[float, float] | None = None  # p50, p99 while the most streams run
     gguf_decode_tps: float | None = None
     gguf_native_decode_tps: float | None = None  # the MLX-native copy, reloaded right after the GGUF
+    decode_trials: list[float | None] = field(default_factory=list)  # one-stream tok/s, in trial order
     notes: list[str] = field(default_factory=list)
 
 
@@ -86,8 +87,11 @@ def completion_body(model: str, text: str, max_tokens: int) -> dict:
     }
 
 
-def _summarize(result: SystemResult, singles: list[tuple[float, int, float | None]]) -> None:
-    """Medians of single-stream trials, each (ttft seconds, prompt tokens, decode tok/s)."""
+def _summarize(result: SystemResult, trials: list[tuple[float, int, float | None] | None]) -> None:
+    """Medians of single-stream trials, each (ttft seconds, prompt tokens, decode tok/s), or None
+    where the request failed; the decode rates are kept in order too."""
+    result.decode_trials = [t[2] if t else None for t in trials]
+    singles = [t for t in trials if t]
     if singles:
         result.ttft_ms = statistics.median(s[0] for s in singles) * 1000
         result.prompt_tps = statistics.median(s[1] / s[0] for s in singles)
@@ -120,8 +124,7 @@ def _inprocess_single(engine, prompts: Prompts, opts: Options):
 
 def server_singles(base: str, model: str, prompts: Prompts, opts: Options, result: SystemResult) -> None:
     _server_warm_up(base, model, prompts)
-    trials = [_server_single(base, model, prompts, opts, result) for _ in range(opts.trials)]
-    _summarize(result, [t for t in trials if t])
+    _summarize(result, [_server_single(base, model, prompts, opts, result) for _ in range(opts.trials)])
 
 
 def alternate_singles(
@@ -146,7 +149,7 @@ def alternate_singles(
     for trial in range(opts.trials):
         for turn in turns if trial % 2 == 0 else reversed(turns):
             turn()
-    _summarize(lmx_result, [t for t in lmx_trials if t])
+    _summarize(lmx_result, lmx_trials)
     _summarize(inproc_result, inproc_trials)
 
 

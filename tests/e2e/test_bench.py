@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -82,6 +83,17 @@ def test_bench_compares_lmx_with_mlx_lm_and_its_server_in_one_table(tiny_models,
         lmx, _, peer, *_ = _row(table, label)
         assert re.fullmatch(r"[\d,]+ → [\d,]+ ms \([\d.]+×\)", lmx) and re.fullmatch(r"[\d,]+ → .*", peer)
     assert re.search(r"\| /readyz p50 / p99 ms under 2 streams \| [\d.]+ / [\d.]+ \|", table)
+    # every one-stream trial in order: the table's decode cell is their median, and the paired
+    # ratios are each LMX trial over the in-process trial beside it
+    trials = re.search(r"decode trials, tok/s in order: LMX ([\d. ]+); mlx-lm in-process ([\d. ]+)\n", table)
+    lmx_rates, inproc_rates = ([float(v) for v in group.split()] for group in trials.groups())
+    assert len(lmx_rates) == len(inproc_rates) == 2
+    lmx_cell, inproc_cell, *_ = _row(table, "decode tok/s, 1 stream")
+    assert abs(statistics.median(lmx_rates) - _number(lmx_cell)) <= 0.1
+    assert abs(statistics.median(inproc_rates) - _number(inproc_cell)) <= 0.1
+    paired = sorted(a / b for a, b in zip(lmx_rates, inproc_rates, strict=True))
+    low, high = re.search(r"beside it: median [\d.]+×, ([\d.]+)-([\d.]+)×", table).groups()
+    assert abs(float(low) - paired[0]) <= 0.02 and abs(float(high) - paired[-1]) <= 0.02
     targets = table.split("Targets:")[1]
     assert len(re.findall(r" — (met|\*\*missed\*\*)", targets)) == 5
     assert "Failed requests" not in table
