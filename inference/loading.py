@@ -62,7 +62,7 @@ def warm_up(model) -> None:
     from mlx_lm.models.cache import make_prompt_cache
 
     # Logits too: a short prompt rest is fed with its last token (inference.solo.tail_limit).
-    for length in BUCKETS if buckets_enabled() and _on_gpu() else ():
+    for length in BUCKETS if buckets_enabled() and not cpu_blas.on_cpu() else ():
         cache = make_prompt_cache(model)
         mx.eval(
             model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache]
@@ -73,10 +73,6 @@ def warm_up(model) -> None:
     mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))
     del cache
     mx.clear_cache()
-
-
-def _on_gpu() -> bool:
-    return not cpu_blas.on_cpu()
 
 
 def device_memory() -> int:

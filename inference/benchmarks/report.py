@@ -114,10 +114,9 @@ def trial_lines(opts, lmx, inproc) -> list[str]:
         out.append(f"One-stream decode trials, tok/s in order: LMX {rates(lmx)}")
         if inproc and inproc.decode_trials:
             out[-1] += f"; mlx-lm in-process {rates(inproc)}"
-    alternated = opts.alternated and lmx and inproc and len(lmx.decode_trials) == len(inproc.decode_trials)
-    pairs = (
+    pairs = (  # taking turns, both lists hold one entry per trial (None where a request failed)
         [a / b for a, b in zip(lmx.decode_trials, inproc.decode_trials, strict=True) if a and b]
-        if alternated
+        if opts.alternated and lmx and inproc
         else []
     )
     if pairs:

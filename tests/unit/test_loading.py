@@ -3,7 +3,7 @@
 import mlx.core as mx
 from mlx_lm.models import llama
 
-from inference import loading, solo
+from inference import cpu_blas, loading, solo
 
 
 class Recorded:
@@ -50,7 +50,8 @@ def test_with_prefill_buckets_on_a_cpu_the_warm_up_stays_short(settings):
 
 def test_with_prefill_buckets_on_a_gpu_the_warm_up_runs_every_bucket_length_once(settings, monkeypatch):
     settings.LMX_PREFILL_BUCKETS = "on"
-    monkeypatch.setattr(loading, "_on_gpu", lambda: True)  # this machine has none; the model runs on the CPU
+    # this machine has no GPU; the model runs on the CPU as if it were one
+    monkeypatch.setattr(cpu_blas, "on_cpu", lambda: False)
     model = _model()
     loading.warm_up(model)
     fresh = [length for length, cached in model.calls if cached == 0]
