@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 
 import mlx.core as mx
 
-from inference import loading
+from inference import admission, loading
 from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, at_capacity, to_lmx_error
 from inference.generation import Outbox, Slot
 from inference.prompt_cache import remember
@@ -521,6 +521,7 @@ class Engine:
         if not self._slots:
             return
 
+        admission.widen(self._batch)
         prompt_responses, gen_responses = self._batch.next()
         self.counters.steps += 1
         for r in prompt_responses:

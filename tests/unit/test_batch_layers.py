@@ -33,9 +33,10 @@ def _tiny(shape: str):
 
 
 @pytest.mark.parametrize("shape", ["llama-3.1-8b", "qwen3-30b-a3b"])
-@pytest.mark.parametrize("batch,length", [(1, 1), (8, 1), (40, 1), (3, 5)])
+@pytest.mark.parametrize("batch,length", [(1, 1), (8, 1), (40, 1), (3, 5), (4, 100), (4, 300)])
 def test_batch_layers_give_the_logits_of_mlx_lm(shape, batch, length):
-    """40 decoding rows take the folded matmul and, on the MoE model, every-expert path."""
+    """40 decoding rows take the folded matmul and, on the MoE model, every-expert path, as do
+    400 prefill rows; 1,200 are over its cap and go back to mlx-lm's gather."""
     model = _tiny(shape)
     tokens = mx.random.randint(0, TINY["vocab_size"], (batch, length))
     expected = model(tokens)

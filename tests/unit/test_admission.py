@@ -1,0 +1,98 @@
+"""Short prompts that arrive together are prefilled in one round; long ones as mlx-lm does."""
+
+import asyncio
+import threading
+
+from inference import admission, loading
+from inference.engine import Engine
+from inference.generation import GenerationRequest, Slot
+from inference.store import describe_mlx_folder
+from tests.conftest import MLX_ID, running_engine
+from tests.unit.test_batch_layers import TINY, _tiny
+
+
+def _batch(n: int, length: int, *, widen: bool) -> tuple[list[int], list[list[int]]]:
+    """Insert n prompts of `length` tokens into a fresh batch and step it until all decode:
+    the number decoding after each step, and each request's first three greedy tokens."""
+    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=n, cache_size=1, cache_bytes=1 << 20)
+    prompts = [[(5 * i + j) % TINY["vocab_size"] for j in range(length)] for i in range(n)]
+    uids = batch.insert(prompts, max_tokens=[3] * n)
+    decoding, tokens = [], {uid: [] for uid in uids}
+    while any(len(t) < 3 for t in tokens.values()):
+        if widen:
+            admission.widen(batch)
+        _, generated = batch.next()
+        decoding.append(len(batch._generation_batch))
+        for r in generated:
+            tokens[r.uid].append(r.token)
+    batch.close()
+    return decoding, [tokens[uid] for uid in uids]
+
+
+def test_short_prompts_arriving_together_start_decoding_in_the_same_step():
+    rounds, tokens = _batch(24, 12, widen=True)
+    eight_at_a_time, same = _batch(24, 12, widen=False)
+    assert rounds[1] == 24  # one prefill step, then all 24 decode
+    assert eight_at_a_time[1] == 8 and len(eight_at_a_time) > len(rounds)  # more steps, same work
+    assert tokens == same  # the same greedy tokens either way
+
+
+def test_long_prompts_keep_rounds_of_eight():
+    """Ten prompts of 400 tokens: eight already pad a round past one prefill chunk (2,048)."""
+    rounds, _ = _batch(10, 400, widen=True)
+    assert rounds[:2] == [0, 8]
+    assert admission.FLOOR == 8
+
+
+def test_a_round_holds_prompts_while_their_padded_length_fits_one_chunk():
+    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=64, cache_size=1, cache_bytes=1 << 20)
+    lengths = [100] * 12 + [900] + [10] * 30  # a round pads every prompt to its longest
+    batch.insert([[3] * n for n in lengths], max_tokens=[2] * len(lengths))
+    assert batch.prefill_step_size == 2048
+    assert admission.prefill_width(batch) == 12  # 13 x 900 would pad to 11,700 tokens
+    batch.close()
+
+
+def test_real_model_twelve_requests_arriving_together_get_first_tokens_in_one_step(model_store):
+    """SmolLM2: twelve short requests submitted at once; each first token is recorded with the
+    engine step it came from. One is decoded alone when it arrives; the other eleven share one
+    prefill round instead of two, so they get their first tokens in the same step."""
+    with running_engine(Engine, max_concurrent=12, max_queue=0) as engine:
+        engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+        tokenizer = engine.loaded.tokenizer
+        first_steps: list[int] = []
+
+        def slot(prompt: str) -> Slot:
+            s = Slot(
+                GenerationRequest(tokenizer.encode(prompt), 3, temperature=0, ignore_eos=True),
+                detokenizer=tokenizer.detokenizer,
+                eos_token_ids=tokenizer.eos_token_ids,
+            )
+            add_token = s.add_token
+
+            def spy(token, finish_reason):
+                if s.first_token_at is None:
+                    first_steps.append(engine.counters.steps)
+                return add_token(token, finish_reason)
+
+            s.add_token = spy
+            return s
+
+        async def run():
+            slots = [slot(f"Question {i}: name a colour.") for i in range(12)]
+            gate = threading.Event()
+            held = engine.run_on_engine(gate.wait)  # all twelve queue behind it, as a burst does
+            for s in slots:
+                engine.submit(s)
+            gate.set()
+            held.result()
+
+            async def drain(s):
+                return [event async for event in s.events()][-1][:2]
+
+            return await asyncio.gather(*(drain(s) for s in slots))
+
+        ends = asyncio.run(run())
+    assert ends == [("done", "length")] * 12
+    assert len(first_steps) == 12
+    assert len(set(first_steps[1:])) == 1  # the eleven in the batch: one step
