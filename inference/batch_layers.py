@@ -14,6 +14,10 @@ pair; below that the gather wins (measured with `lmx_bench_kernels`; at 256 rows
 every expert's output for every row, 0.5 GB per block at 1,024 rows for that model.
 
 `apply(model)` swaps these layers in place; parameters and their names do not change.
+`use(model, batched=False)` puts mlx-lm's own classes back for a request decoded alone: at one
+row the swaps compute the same thing, and their checks cost Python time on every layer of every
+token (on an H200, random Qwen3-30B-A3B: graph building 3.38 against 2.89 ms a token, decoding
+~5 % slower, docs/BENCHMARKS.md).
 LMX_BATCH_LAYERS: `auto` (on with CUDA, where it was measured), `on`, `off`.
 """
 
@@ -76,11 +80,11 @@ class DenseBatchSwitchGLU(SwitchGLU):
     max_rows = 1024
 
     def _dense_ok(self, rows: int) -> bool:
+        if not self.min_rows <= rows <= self.max_rows:
+            return False
         projs = (self.gate_proj, self.up_proj, self.down_proj)
-        return (
-            self.min_rows <= rows <= self.max_rows
-            and all(isinstance(p, QuantizedSwitchLinear) for p in projs)
-            and all(getattr(p, "global_scale", None) is None and "bias" not in p for p in projs)
+        return all(isinstance(p, QuantizedSwitchLinear) for p in projs) and all(
+            getattr(p, "global_scale", None) is None and "bias" not in p for p in projs
         )
 
     def __call__(self, x, indices):
@@ -102,12 +106,37 @@ SWAPS = {
 }
 
 
+class _Swaps:
+    """The swapped modules of one model and which classes they have now."""
+
+    def __init__(self, pairs: list[tuple[nn.Module, type, type]]):
+        self.pairs = pairs  # (module, mlx-lm's class, LMX's)
+        self.batched = True
+
+    def use(self, batched: bool) -> None:
+        if batched != self.batched:  # ~300 modules for Qwen3-30B-A3B: only on a change
+            for module, plain, swapped in self.pairs:
+                module.__class__ = swapped if batched else plain
+            self.batched = batched
+
+
 def apply(model) -> int:
     """Swap the layers of `model` in place; returns how many were swapped."""
-    swapped = 0
+    use(model, batched=True)
+    pairs = []
     for _, module in model.named_modules():
         replacement = SWAPS.get(type(module))
         if replacement is not None:
+            pairs.append((module, type(module), replacement))
             module.__class__ = replacement  # same attributes, new forward
-            swapped += 1
-    return swapped
+    if pairs:
+        model.__dict__.setdefault("_lmx_swaps", _Swaps([])).pairs += pairs
+    return len(pairs)
+
+
+def use(model, *, batched: bool) -> None:
+    """LMX's batch layers (batched) or mlx-lm's own, where `apply` swapped any; cheap when
+    nothing changes. Engine thread only, between forward passes."""
+    swaps = model.__dict__.get("_lmx_swaps")
+    if swaps is not None:
+        swaps.use(batched)

@@ -86,7 +86,11 @@ def embed_group(
     engine, path: str, loaded_at: float, group: list[list[int]], pooling: str
 ) -> list[list[float]]:
     """On the engine thread: embed with the model the request was checked against."""
-    return embed_tokens(engine.model_for(path, loaded_at).model, group, pooling=pooling)
+    from inference import batch_layers
+
+    model = engine.model_for(path, loaded_at).model
+    batch_layers.use(model, batched=True)  # whole inputs: rows to fold
+    return embed_tokens(model, group, pooling=pooling)
 
 
 def _groups(token_lists: list[list[int]], budget: int = GROUP_TOKENS) -> list[list[list[int]]]:

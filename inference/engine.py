@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 
 import mlx.core as mx
 
-from inference import admission, loading
+from inference import admission, batch_layers, loading
 from inference.errors import LMXError, LmxTimeout, NoModelLoaded, OomUnloaded, at_capacity, to_lmx_error
 from inference.generation import Outbox, Slot
 from inference.prompt_cache import remember
@@ -521,6 +521,7 @@ class Engine:
         if not self._slots:
             return
 
+        batch_layers.use(self.loaded.model, batched=True)  # a request decoded alone may have left them off
         admission.widen(self._batch)
         prompt_responses, gen_responses = self._batch.next()
         self.counters.steps += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from inference import conf, cpu_blas
+from inference import batch_layers, conf, cpu_blas
 from inference.generation import Slot
 from inference.host import to_host
 from inference.prompt_cache import nearest_cache
@@ -91,6 +91,7 @@ class Solo:
         # Only plain caches: a sliding-window one can pass its window inside a padded chunk,
         # and then the padding cannot be cut back.
         bucketed = buckets_enabled() and all(type(c) is KVCache for c in self.cache)
+        batch_layers.use(self.model, batched=True)  # a prompt chunk has rows to fold
         padding = bucket(len(chunk)) - len(chunk) if bucketed else 0
         logits = self.model(mx.array([chunk + chunk[-1:] * padding], dtype=mx.uint32), cache=self.cache)
         if padding:
@@ -117,6 +118,7 @@ class Solo:
 
     def _feed(self, token: mx.array) -> mx.array:
         """Put `token` (shape (1,)) into the cache; returns the next token, being computed."""
+        batch_layers.use(self.model, batched=False)  # one row: mlx-lm's own layers
         return self._sample(self.model(token[None], cache=self.cache)[:, -1, :], token)
 
     def _sample(self, logits: mx.array, fed: mx.array) -> mx.array:

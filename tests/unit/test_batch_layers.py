@@ -60,6 +60,24 @@ def test_apply_swaps_every_quantized_linear_and_expert_block():
     assert batch_layers.apply(model) == 0  # already swapped
 
 
+def test_use_puts_mlx_lm_layers_back_and_lmx_layers_in_again():
+    model = _tiny("qwen3-30b-a3b")
+    plain_kinds = [type(m) for _, m in model.named_modules()]
+    tokens = mx.random.randint(0, TINY["vocab_size"], (40, 1))
+    expected = model(tokens)
+    swapped = batch_layers.apply(model)
+    swapped_kinds = [type(m) for _, m in model.named_modules()]
+    batch_layers.use(model, batched=False)
+    assert [type(m) for _, m in model.named_modules()] == plain_kinds
+    assert mx.array_equal(model(tokens), expected).item()
+    batch_layers.use(model, batched=True)
+    assert [type(m) for _, m in model.named_modules()] == swapped_kinds != plain_kinds
+    batch_layers.use(model, batched=False)
+    assert batch_layers.apply(model) == 0  # swapped back in, nothing new to swap
+    assert [type(m) for _, m in model.named_modules()] == swapped_kinds
+    assert swapped == TINY["num_hidden_layers"] * 6 + 2
+
+
 @pytest.mark.parametrize("value,expected", [("on", True), ("off", False), ("auto", mx.cuda.is_available())])
 def test_batch_layers_setting(settings, value, expected):
     settings.LMX_BATCH_LAYERS = value

@@ -172,6 +172,39 @@ def test_a_request_running_alone_keeps_its_tokens_when_another_joins(engine, mod
     assert beside == second_alone
 
 
+def test_a_request_decoded_alone_runs_mlx_lm_layers_and_the_batch_runs_lmx_layers(
+    engine, model_store, settings
+):
+    """With LMX_BATCH_LAYERS on: each token of a lone request comes from mlx-lm's own layers (at
+    one row LMX's compute the same and cost Python time per layer); once a second request joins,
+    the batch's tokens come from LMX's. The tokens are those of the request decoded alone."""
+    import mlx.nn as nn
+
+    from inference.batch_layers import FoldedQuantizedLinear
+
+    settings.LMX_BATCH_LAYERS = "on"
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+    assert "+batch-layers" in engine.loaded.backend
+    q_proj = engine.loaded.model.model.layers[0].self_attn.q_proj
+    kinds: list[type] = []
+    first = ("The capital of France is", 12, {"temperature": 0})
+    alone, _ = _run_together(engine, first, None, join_after=0)
+
+    original = engine._step
+
+    def spied_step():
+        original()
+        kinds.append(type(q_proj))
+
+    engine._step = spied_step
+    joined, beside = _run_together(engine, first, ("Cats are", 6, {"temperature": 0}), join_after=3)
+    assert joined == alone
+    assert len(beside) == 6
+    assert kinds[0] is nn.QuantizedLinear  # the first request, decoded alone
+    assert kinds[-1] is FoldedQuantizedLinear  # the two together
+    assert set(kinds) == {nn.QuantizedLinear, FoldedQuantizedLinear}
+
+
 def test_a_step_of_many_streams_reaches_the_event_loop_in_one_wake_up(engine, model_store):
     """Every stream gets all its text, and the event loop (which also answers /readyz) is woken
     once per engine step, not once per token of every stream."""
