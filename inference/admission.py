@@ -3,7 +3,7 @@
 mlx-lm's BatchGenerator prefills at most `prefill_batch_size` prompts (8) per round and runs a
 decoding step of the batch between rounds, so 32 short prompts that arrive together take four
 rounds, their first tokens spread over them, and the last to start finishes last. Random
-Qwen3-30B-A3B on an H200, 32 streams of 32-token prompts x 128 tokens: first tokens 64-1,600 ms,
+Qwen3-30B-A3B on an H200, 32 streams of 32-token prompts x 128 tokens: first tokens 61-2,013 ms,
 533-605 tok/s in all; in one round, 64-1,057 ms and 712-735 tok/s (docs/BENCHMARKS.md).
 
 So a round takes more prompts while their padded length (a round pads every prompt to its
@@ -31,6 +31,8 @@ def prefill_width(batch) -> int:
     width = len(batch._prompt_batch)
     longest = max((_chunk(seq[0], budget) for seq in batch._currently_processing), default=0)
     for waiting in batch._unprocessed_sequences:
+        if width >= batch.completion_batch_size:  # the batch could not take more anyway
+            break
         chunk = _chunk(waiting[1], budget)
         if (width + 1) * max(longest, chunk) > budget:
             break

@@ -96,3 +96,10 @@ def test_real_model_twelve_requests_arriving_together_get_first_tokens_in_one_st
     assert ends == [("done", "length")] * 12
     assert len(first_steps) == 12
     assert len(set(first_steps[1:])) == 1  # the eleven in the batch: one step
+
+
+def test_a_round_holds_no_more_prompts_than_the_batch_has_room_for():
+    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=16, cache_size=1, cache_bytes=1 << 20)
+    batch.insert([[3] * 10 for _ in range(40)], max_tokens=[2] * 40)
+    assert admission.prefill_width(batch) == 16
+    batch.close()
