@@ -76,6 +76,16 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
         ("the same, a second chat of that length", "seen_turn_ttft_ms"),
     ):
         lines.append(f"| {label} | {turns(lmx, attr)} | – | {turns(peer, attr)} | | |")
+
+    def spread(res) -> str:
+        if res is None or res.first_token_ms is None:
+            return "–"
+        return " / ".join(f"{v:,.0f}" for v in res.first_token_ms)
+
+    most = max(opts.streams)
+    lines.append(
+        f"| first token under {most} streams, ms (min / median / max) | {spread(lmx)} | – | {spread(peer)} | | |"
+    )
     if lmx and lmx.readyz_ms:
         lines.append(
             f"| /readyz p50 / p99 ms under {max(opts.streams)} streams | "

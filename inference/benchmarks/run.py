@@ -52,6 +52,7 @@ class SystemResult:
     turn_ttft_ms: tuple[float, float] | None = None  # first and second turn of the long chat
     seen_turn_ttft_ms: tuple[float, float] | None = None  # the same, a second chat of that length
     readyz_ms: tuple[float, float] | None = None  # p50, p99 while the most streams run
+    first_token_ms: tuple[float, float, float] | None = None  # min, median, max over the most streams
     gguf_decode_tps: float | None = None
     gguf_native_decode_tps: float | None = None  # the MLX-native copy, reloaded right after the GGUF
     decode_trials: list[float | None] = field(default_factory=list)  # one-stream tok/s, in trial order
@@ -183,6 +184,10 @@ def measure_server(
         result.errors += len(failed)
         result.notes.extend(r.error for r in failed[:2])
         result.aggregate[n] = sum(r.tokens for r in results if not r.error) / wall
+        firsts = sorted(r.ttft_s * 1000 for r in results if not r.error and r.ttft_s is not None)
+        if n == most and firsts:
+            # how the streams were admitted: all in one prefill round, or spread over several
+            result.first_token_ms = (firsts[0], statistics.median(firsts), firsts[-1])
 
     result.turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=24))
     result.seen_turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=40))

@@ -83,6 +83,10 @@ def test_bench_compares_lmx_with_mlx_lm_and_its_server_in_one_table(tiny_models,
         lmx, _, peer, *_ = _row(table, label)
         assert re.fullmatch(r"[\d,]+ → [\d,]+ ms \([\d.]+×\)", lmx) and re.fullmatch(r"[\d,]+ → .*", peer)
     assert re.search(r"\| /readyz p50 / p99 ms under 2 streams \| [\d.]+ / [\d.]+ \|", table)
+    # when each of the most streams got its first token: how they were admitted
+    for cell in _row(table, "first token under 2 streams, ms (min / median / max)")[::2][:2]:
+        low, middle, high = (_number(v) for v in cell.split(" / "))
+        assert 0 < low <= middle <= high
     # every one-stream trial in order: the table's decode cell is their median, and the paired
     # ratios are each LMX trial over the in-process trial beside it
     trials = re.search(r"decode trials, tok/s in order: LMX ([\d. ]+); mlx-lm in-process ([\d. ]+)\n", table)
