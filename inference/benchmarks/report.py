@@ -88,7 +88,7 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
     )
     if lmx and lmx.readyz_ms:
         lines.append(
-            f"| /readyz p50 / p99 ms under {max(opts.streams)} streams | "
+            f"| /readyz p50 / p99 ms under {most} streams | "
             f"{lmx.readyz_ms[0]:.2f} / {lmx.readyz_ms[1]:.2f} | | | | |"
         )
     if lmx and lmx.gguf_decode_tps:
