@@ -109,8 +109,8 @@ SWAPS = {
 class _Swaps:
     """The swapped modules of one model and which classes they have now."""
 
-    def __init__(self, pairs: list[tuple[nn.Module, type, type]]):
-        self.pairs = pairs  # (module, mlx-lm's class, LMX's)
+    def __init__(self):
+        self.pairs: list[tuple[nn.Module, type, type]] = []  # (module, mlx-lm's class, LMX's)
         self.batched = True
 
     def use(self, batched: bool) -> None:
@@ -130,7 +130,7 @@ def apply(model) -> int:
             pairs.append((module, type(module), replacement))
             module.__class__ = replacement  # same attributes, new forward
     if pairs:
-        model.__dict__.setdefault("_lmx_swaps", _Swaps([])).pairs += pairs
+        model.__dict__.setdefault("_lmx_swaps", _Swaps()).pairs += pairs
     return len(pairs)
 
 

@@ -184,9 +184,10 @@ def measure_server(
         result.errors += len(failed)
         result.notes.extend(r.error for r in failed[:2])
         result.aggregate[n] = sum(r.tokens for r in results if not r.error) / wall
-        firsts = sorted(r.ttft_s * 1000 for r in results if not r.error and r.ttft_s is not None)
-        if n == most and firsts:  # how they were admitted: in one prefill round, or spread over several
-            result.first_token_ms = (firsts[0], statistics.median(firsts), firsts[-1])
+        if n == most:  # when each got its first token: admitted in one prefill round, or over several
+            firsts = sorted(r.ttft_s * 1000 for r in results if not r.error and r.ttft_s is not None)
+            if firsts:
+                result.first_token_ms = (firsts[0], statistics.median(firsts), firsts[-1])
 
     result.turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=24))
     result.seen_turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=40))
