@@ -227,6 +227,17 @@ class Engine:
             self.on_state(self)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            # MLX keeps each thread's streams and compiled functions in thread-local storage,
+            # whose destructors take the GIL. Left to the thread's exit, they ran after join()
+            # had returned and raced the interpreter's finalization: at most stops the engine
+            # process aborted ("terminate called without an active exception", exit -6).
+            # MLX asks every thread that used it to clear its streams before it ends.
+            mx.clear_streams()
+
+    def _serve(self) -> None:
         self.memory = MemoryFigures(total=loading.device_memory())
         self._publish()
         while not self._stop.is_set():

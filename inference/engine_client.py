@@ -11,6 +11,7 @@ model that was loaded.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import logging
 import multiprocessing
@@ -86,6 +87,8 @@ class EngineClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # the maps above, and sending
         self._stopping = False
+        self._closing: str | None = None  # set by end_streams: why new requests are refused
+        self._exit_hooked = False
         self._process = None
         self._conn = None
         self._heard = False  # whether this process has spoken: one that never did is not restarted
@@ -100,6 +103,11 @@ class EngineClient:
         self._process.start()
         theirs.close()
         self._conn, self._heard = ours, False
+        if not self._exit_hooked:
+            # Registered after multiprocessing's own exit hook, so it runs first: that hook
+            # sends SIGTERM, which the engine process ignores, then waits for it forever.
+            atexit.register(self._stop_at_exit)
+            self._exit_hooked = True
         threading.Thread(target=self._read, args=(ours,), name="lmx-engine-reader", daemon=True).start()
         freeze_heap()  # this process's long-lived objects (Django, Twisted): see engine.freeze_heap
         return self
@@ -112,8 +120,16 @@ class EngineClient:
             pass
         self._process.join(timeout)
         if self._process.is_alive():
-            self._process.terminate()
+            log.warning("The engine process did not stop within %.0f s; killing it", timeout)
+            self._process.kill()  # it ignores SIGTERM (engine_process.main)
             self._process.join(5)
+        elif self._process.exitcode:
+            log.warning("The engine process ended with exit code %s at shutdown", self._process.exitcode)
+
+    def _stop_at_exit(self) -> None:
+        """A process that started an engine and exits without stopping it (a shell, a script)."""
+        if self._process is not None and self._process.is_alive():
+            self.stop_and_join(timeout=10)
 
     @property
     def pid(self) -> int | None:
@@ -147,6 +163,8 @@ class EngineClient:
 
     def submit(self, request: GenerationRequest, *, model: LoadedInfo) -> Stream:
         """Queue a generation with `model`; raises when it cannot be had."""
+        if self._closing is not None:
+            raise NoModelLoaded(self._closing)
         if self.loaded is None:
             raise OomUnloaded() if self.oom_unloaded else NoModelLoaded()
         with self._lock:
@@ -160,6 +178,17 @@ class EngineClient:
             self._streams.pop(stream.rid, None)
             raise
         return stream
+
+    def end_streams(self, message: str) -> int:
+        """End every request in flight with a no-model-loaded error saying `message`, and refuse
+        new ones with it (the server is stopping). The engine drops them; returns how many."""
+        with self._lock:
+            self._closing = message
+            rids = list(self._streams)
+        for rid in rids:
+            self._cancel(rid)
+        self._deliver([(rid, ("error", NoModelLoaded(message))) for rid in rids])
+        return len(rids)
 
     def _cancel(self, rid: int) -> None:
         if rid in self._streams:

@@ -36,7 +36,10 @@ log = logging.getLogger("lmx.engine")
 
 def main(conn, options: dict) -> None:
     """The process's entry point (multiprocessing spawn)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us
+    # Ctrl-C, and a service manager's SIGTERM, reach the whole group: the server stops us in order
+    # (the "stop" message, or the end of the pipe if it is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lmx_site.settings")
     import django
 

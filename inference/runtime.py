@@ -38,6 +38,11 @@ def get_engine() -> EngineClient:
     return _engine
 
 
+def running() -> EngineClient | None:
+    """The engine if one was started; never starts one."""
+    return _engine
+
+
 def _reload(spec) -> None:
     """The model the engine process had when it died, loaded again as POST /admin/models/load
     would (the inventory counts the load)."""

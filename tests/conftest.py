@@ -52,6 +52,7 @@ def make_server(model_store, tmp_path):
         models_dir: Path | None = None,
         wait_ready: bool = False,
         port: int | None = None,
+        own_group: bool = False,
     ) -> LMXServer:
         srv = LMXServer(
             tmp_path / f"srv{len(started)}",
@@ -59,6 +60,7 @@ def make_server(model_store, tmp_path):
             env=env,
             default_model=default_model,
             port=port,
+            own_group=own_group,
         )
         started.append(srv)
         return srv.start(wait_ready=wait_ready)

@@ -24,7 +24,9 @@ class LMXServer:
         env: dict | None = None,
         default_model: str = "",
         port: int | None = None,
+        own_group: bool = False,
     ):
+        self.own_group = own_group  # its own process group, which a test may signal as a whole
         self.workdir = workdir
         self.models_dir = models_dir
         self.port = port or free_port()
@@ -65,6 +67,7 @@ class LMXServer:
             env=self.env,
             stdout=self.stdout_path.open("w"),
             stderr=self.stderr_path.open("w"),
+            start_new_session=self.own_group,
         )
         self.wait("/healthz", timeout)
         if wait_ready:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from inference import serving, store
+from inference import serving, shutdown, store
 from inference.api import schemas
 from inference.errors import LMXError, error_body
 from inference.http import JsonConsumer, record_error
@@ -74,6 +74,7 @@ class GenerationConsumer(JsonConsumer):
         )
 
     async def post(self, body: bytes) -> None:
+        shutdown.track(asyncio.current_task())
         req = self.parse(self.parse_json(body))
         self.model_name = req.model
         generation, loaded = await serving.start_generation(req)

@@ -9,7 +9,7 @@ import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from inference import serving
+from inference import serving, shutdown
 from inference.api import schemas
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
 from inference.http import DirectDispatch, record_error
@@ -34,6 +34,7 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
             )
             return
         self._task = asyncio.get_running_loop().create_task(self._serve(text_data, bytes_data))
+        shutdown.track(self._task)
 
     async def _serve(self, text_data, bytes_data) -> None:
         model = ""

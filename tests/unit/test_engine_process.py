@@ -3,6 +3,9 @@
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -11,6 +14,7 @@ from inference.errors import NoModelLoaded
 from inference.generation import GenerationRequest
 from inference.store import describe_mlx_folder
 from tests.conftest import MLX_ID, running_engine, wait_for
+from tests.lmx_server import ROOT
 
 
 @pytest.fixture
@@ -95,3 +99,48 @@ def test_concurrent_loads_of_one_model_through_the_client_load_it_once(client, m
     results = [f.result(timeout=120) for f in [client.load(spec) for _ in range(3)]]
     assert [(e["action"], e["model"]) for e in client.events] == [("loaded", MLX_ID)]
     assert [r.already_loaded for r in results] == [False] * 3  # all three answered by the one load
+
+
+def test_ended_streams_get_the_error_and_later_requests_are_refused_with_it(client, loaded):
+    async def run_and_end():
+        messages = [{"role": "user", "content": "Write a long story."}]
+        tokens = await asyncio.wrap_future(client.tokenize(loaded, "chat", messages))
+        stream = client.submit(GenerationRequest(tokens, 400, temperature=0), model=loaded)
+        events = []
+        async for event in stream.events():
+            events.append(event)
+            if sum(e[0] == "text" for e in events) == 2 and client.active_requests:
+                assert client.end_streams("Stopping now.") == 1
+        with pytest.raises(NoModelLoaded, match=r"Stopping now\."):
+            client.submit(GenerationRequest(tokens, 4, temperature=0), model=loaded)
+        return events
+
+    events = asyncio.run(run_and_end())
+    error = events[-1]
+    assert error[0] == "error" and error[1].code == "no-model-loaded" and error[1].message == "Stopping now."
+    assert client.active_requests == 0
+    time.sleep(0.5)  # a step or two for the cancel to reach the engine
+    generated = client.counters.generated_tokens
+    time.sleep(1.0)  # ~7 more tokens here, were it still generating
+    assert client.counters.generated_tokens == generated < 20
+
+
+EXITS_WITHOUT_STOPPING = """
+import os, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lmx_site.settings")
+django.setup()
+from inference.engine_client import EngineClient
+client = EngineClient(max_concurrent=1, max_queue=1, prompt_cache_size=1, prompt_cache_bytes=1 << 20).start()
+assert client.unload().result(timeout=60).freed_vram_gb == 0  # the engine process answers
+print(client.pid, flush=True)
+"""
+
+
+def test_a_process_that_exits_without_stopping_its_engine_stops_it_and_exits():
+    done = subprocess.run(
+        [sys.executable, "-c", EXITS_WITHOUT_STOPPING], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(done.stdout.split()[-1]), 0)
+    assert "terminate called" not in done.stderr

@@ -25,9 +25,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, host=None, port=None, model=None, **options):
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
 
         from inference import runtime
+        from inference.daphne_server import LMXDaphne
         from lmx_site.asgi import application
 
         try:
@@ -69,7 +69,7 @@ class Command(BaseCommand):
             threading.Thread(
                 target=self._load_default, args=(model,), name="lmx-default-load", daemon=True
             ).start()
-        server = Server(
+        server = LMXDaphne(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             signal_handlers=True,
