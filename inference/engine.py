@@ -232,8 +232,8 @@ class Engine:
         finally:
             # MLX keeps each thread's streams and compiled functions in thread-local storage,
             # whose destructors take the GIL. Left to the thread's exit, they ran after join()
-            # had returned and raced the interpreter's finalization: at most stops the engine
-            # process aborted ("terminate called without an active exception", exit -6).
+            # had returned and raced the interpreter's finalization: most stops of the engine
+            # process ended in an abort ("terminate called without an active exception", -6).
             # MLX asks every thread that used it to clear its streams before it ends.
             mx.clear_streams()
 

@@ -29,13 +29,16 @@ def loaded(client, model_store):
     return client.loaded
 
 
-async def _generate(client, loaded, question: str, n: int, *, cancel_after: int | None = None):
+async def _generate(client, loaded, question: str, n: int, *, cancel_after: int | None = None, on_event=None):
+    """The request's events; `on_event(events)` runs after each (to kill the engine, end streams)."""
     messages = [{"role": "user", "content": question}]
     tokens = await asyncio.wrap_future(client.tokenize(loaded, "chat", messages))
     stream = client.submit(GenerationRequest(tokens, n, temperature=0), model=loaded)
     events = []
     async for event in stream.events():
         events.append(event)
+        if on_event is not None:
+            on_event(events)
         if cancel_after is not None and sum(e[0] == "text" for e in events) == cancel_after:
             stream.cancel()
             break
@@ -72,19 +75,12 @@ def test_a_request_for_a_model_no_longer_loaded_is_refused(client, loaded):
 
 
 def test_a_killed_engine_process_fails_its_requests_then_comes_back_with_the_model(client, loaded):
-    async def run_and_kill():
-        messages = [{"role": "user", "content": "Write a long story."}]
-        tokens = await asyncio.wrap_future(client.tokenize(loaded, "chat", messages))
-        stream = client.submit(GenerationRequest(tokens, 400, temperature=0), model=loaded)
-        events = []
-        async for event in stream.events():
-            events.append(event)
-            if event[0] == "text" and client.pid == killed:
-                os.kill(killed, signal.SIGKILL)
-        return events
+    def kill(events):
+        if events[-1][0] == "text" and client.pid == killed:
+            os.kill(killed, signal.SIGKILL)
 
     killed = client.pid
-    events = asyncio.run(run_and_kill())
+    events = asyncio.run(_generate(client, loaded, "Write a long story.", 400, on_event=kill))
     error = events[-1]
     assert error[0] == "error" and isinstance(error[1], EngineLost) and error[1].code == "internal-error"
     assert ("unloaded", MLX_ID) in [(e["action"], e["model"]) for e in client.events]
@@ -102,20 +98,13 @@ def test_concurrent_loads_of_one_model_through_the_client_load_it_once(client, m
 
 
 def test_ended_streams_get_the_error_and_later_requests_are_refused_with_it(client, loaded):
-    async def run_and_end():
-        messages = [{"role": "user", "content": "Write a long story."}]
-        tokens = await asyncio.wrap_future(client.tokenize(loaded, "chat", messages))
-        stream = client.submit(GenerationRequest(tokens, 400, temperature=0), model=loaded)
-        events = []
-        async for event in stream.events():
-            events.append(event)
-            if sum(e[0] == "text" for e in events) == 2 and client.active_requests:
-                assert client.end_streams("Stopping now.") == 1
-        with pytest.raises(NoModelLoaded, match=r"Stopping now\."):
-            client.submit(GenerationRequest(tokens, 4, temperature=0), model=loaded)
-        return events
+    def end(events):
+        if sum(e[0] == "text" for e in events) == 2 and client.active_requests:
+            assert client.end_streams("Stopping now.") == 1
 
-    events = asyncio.run(run_and_end())
+    events = asyncio.run(_generate(client, loaded, "Write a long story.", 400, on_event=end))
+    with pytest.raises(NoModelLoaded, match=r"Stopping now\."):
+        client.submit(GenerationRequest([1, 2, 3], 4, temperature=0), model=loaded)
     error = events[-1]
     assert error[0] == "error" and error[1].code == "no-model-loaded" and error[1].message == "Stopping now."
     assert client.active_requests == 0
