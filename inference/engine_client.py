@@ -276,6 +276,8 @@ class EngineClient:
     def _lost(self) -> None:
         """The engine process died (or was killed): fail what it held, start a new one and load
         the model it had, unless it died before it ever spoke (that would only repeat)."""
+        if self._stopping:  # stop_and_join waits for it: two threads reaping one process race
+            return  # (the loser's waitpid fails, and it reads the process as alive)
         self._process.join(5)
         if self._stopping:
             return
