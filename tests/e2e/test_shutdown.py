@@ -34,7 +34,7 @@ def test_stop_ends_requests_in_flight_with_a_recorded_error_and_exits_cleanly(ma
     from monitoring.models import ErrorEvent
 
     srv = make_server(default_model=MLX_ID, wait_ready=True, own_group=True)
-    plain, lines = {}, []
+    plain, lines, messages = {}, [], []
 
     def complete():
         reply = httpx.post(srv.url + "/v1/chat/completions", json=LONG, timeout=120)
@@ -55,7 +55,6 @@ def test_stop_ends_requests_in_flight_with_a_recorded_error_and_exits_cleanly(ma
                 messages.append(message)
             messages.append(message)
 
-    messages = []
     threads = [threading.Thread(target=run) for run in (complete, stream, socket)]
     for thread in threads:
         thread.start()
