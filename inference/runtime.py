@@ -1,24 +1,16 @@
-"""The process-wide engine (a client of the engine process), created on first use with the
-settings of that moment."""
+"""The process-wide engine client, created on first use with the settings of that moment."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
-from inference import conf
-from inference.engine_client import EngineClient
+from inference import conf, signals
+from inference.client import EngineClient
+from inference.client.process import ProcessEngineClient
 
 _engine: EngineClient | None = None
 _lock = threading.Lock()
-_listeners: list = []
-
-
-def add_listener(listener) -> None:
-    """Model lifecycle events (load/unload) go to `listener(event: dict)`."""
-    _listeners.append(listener)
-    if _engine is not None:
-        _engine.listeners.append(listener)
 
 
 def get_engine() -> EngineClient:
@@ -27,13 +19,14 @@ def get_engine() -> EngineClient:
         with _lock:
             if _engine is None:
                 conf.validate()
-                _engine = EngineClient(
+                _engine = ProcessEngineClient(
                     max_concurrent=conf.get("LMX_MAX_CONCURRENT"),
                     max_queue=conf.get("LMX_MAX_QUEUE"),
                     prompt_cache_size=conf.get("LMX_PROMPT_CACHE_SIZE"),
                     prompt_cache_bytes=conf.get("LMX_PROMPT_CACHE_BYTES"),
-                    listeners=_listeners,
+                    listeners=[_announce],
                     reload=_reload,
+                    log_speedups=True,
                 ).start()
     return _engine
 
@@ -41,6 +34,11 @@ def get_engine() -> EngineClient:
 def running() -> EngineClient | None:
     """The engine if one was started; never starts one."""
     return _engine
+
+
+def _announce(event: dict) -> None:
+    """Model lifecycle events to whoever subscribed (monitoring streams them)."""
+    signals.model_event.send(sender=EngineClient, event=event)
 
 
 def _reload(spec) -> None:

@@ -200,9 +200,32 @@ def read_gguf_header(path: Path) -> dict:
     return meta
 
 
-def describe_gguf(path: Path, model_id: str) -> ModelSpec:
-    from inference.gguf import quantization_label
+GGUF_FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+}
 
+
+def quantization_label(file_type: int | None) -> str:
+    """A GGUF file's `general.file_type` as llama.cpp names it."""
+    return GGUF_FILE_TYPES.get(file_type, f"type-{file_type}") if file_type is not None else ""
+
+
+def describe_gguf(path: Path, model_id: str) -> ModelSpec:
     spec = ModelSpec(id=model_id, path=str(path), format="gguf", size_bytes=path.stat().st_size)
     try:
         meta = read_gguf_header(path)
@@ -210,7 +233,7 @@ def describe_gguf(path: Path, model_id: str) -> ModelSpec:
         spec.extra["error"] = f"unreadable GGUF header: {exc}"
         return spec
     spec.architecture = str(meta.get("general.architecture", ""))
-    spec.quantization = quantization_label(meta)
+    spec.quantization = quantization_label(meta.get("general.file_type"))
     spec.parameter_count = meta["_parameter_count"]
     spec.bits = round(meta["_bits"], 2) if meta["_bits"] else None
     return spec

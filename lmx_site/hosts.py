@@ -28,7 +28,7 @@ class AllowedHostsMiddleware:
 
     async def _refuse(self, scope, receive, send, host):
         from inference.errors import INVALID_REQUEST, LMXError
-        from inference.http import record_error
+        from lmx_site.consumers import record_error
 
         err = LMXError(
             f"Host header '{host[:100]}' is not allowed. Add it to LMX_ALLOWED_HOSTS to serve it.",

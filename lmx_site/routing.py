@@ -6,7 +6,7 @@ from monitoring import consumers as monitoring
 http_patterns = [
     path("healthz", probes.healthz_app),
     path("readyz", probes.readyz_app),
-    path("admin/models", admin.ModelsConsumer.as_asgi()),
+    path("admin/models", monitoring.ModelsConsumer.as_asgi()),
     path("admin/models/load", admin.LoadConsumer.as_asgi()),
     path("admin/models/unload", admin.UnloadConsumer.as_asgi()),
     path("admin/events", monitoring.EventsConsumer.as_asgi()),

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "channels",
     "monitoring",
     "inference",
+    "benchmarks",  # lmx_bench* commands only; nothing of LMX imports it
 ]
 
 MIDDLEWARE = [
@@ -114,8 +115,12 @@ LMX_EVENTS_HEARTBEAT_S = env.float("LMX_EVENTS_HEARTBEAT_S", default=5.0)
 LMX_ERROR_RETENTION_DAYS = env.int("LMX_ERROR_RETENTION_DAYS", default=90)
 LMX_CPU_FAST_PATH = env.str("LMX_CPU_FAST_PATH", default="auto")  # auto | on | off
 LMX_BATCH_LAYERS = env.str("LMX_BATCH_LAYERS", default="auto")  # auto | on | off
-LMX_PREFILL_BUCKETS = env.str("LMX_PREFILL_BUCKETS", default="auto")  # auto | on | off (inference.solo)
-LMX_SHORT_ATTENTION = env.str("LMX_SHORT_ATTENTION", default="auto")  # auto | on | off (inference.attention)
+LMX_PREFILL_BUCKETS = env.str(
+    "LMX_PREFILL_BUCKETS", default="auto"
+)  # auto | on | off (inference.engine.solo)
+LMX_SHORT_ATTENTION = env.str(
+    "LMX_SHORT_ATTENTION", default="auto"
+)  # auto | on | off (inference.engine.mlx_compat.attention)
 LMX_MEMORY_WARNING_PCT = env.float("LMX_MEMORY_WARNING_PCT", default=85.0)
 LMX_MEMORY_CRITICAL_PCT = env.float("LMX_MEMORY_CRITICAL_PCT", default=90.0)
 

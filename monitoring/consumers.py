@@ -1,25 +1,21 @@
-"""GET /admin/events (SSE), /metrics (Prometheus) and the memory thresholds endpoint."""
+"""GET /admin/events (SSE), /admin/models (the inventory), /admin/errors, /metrics (Prometheus)
+and the memory thresholds endpoint."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
+from inference import memory
 from inference.errors import InvalidRequest
-from inference.http import JsonConsumer
-from monitoring import events, selectors, ticker
+from lmx_site.consumers import SSE_HEADERS, JsonConsumer, sse_frame
+from monitoring import events, inventory, selectors, ticker
 
 log = logging.getLogger("lmx.events")
 
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 # A client that cannot take events this fast loses the oldest, never stalls the others.
 CLIENT_BUFFER = 256
 
@@ -33,7 +29,7 @@ class EventsConsumer(JsonConsumer):
         try:
             await self.send_headers(status=200, headers=SSE_HEADERS)
             # A first memory and heartbeat at once, so a new client shows values immediately.
-            await self._write(ticker.memory_event())
+            await self._write(memory.event())
             await self._write({"type": "heartbeat", "uptime": ticker.uptime()})
             while True:
                 await self._write(await self._outbox.get())
@@ -41,7 +37,7 @@ class EventsConsumer(JsonConsumer):
             await self.channel_layer.group_discard(events.GROUP, self.channel_name)
 
     async def _write(self, event: dict) -> None:
-        await self.send_body(f"data: {json.dumps(event)}\n\n".encode(), more_body=True)
+        await self.send_body(sse_frame(event), more_body=True)
 
     async def lmx_event(self, message) -> None:
         outbox = getattr(self, "_outbox", None)
@@ -62,12 +58,12 @@ class MemoryThresholdsConsumer(JsonConsumer):
     methods = ("GET", "POST")
 
     async def get(self, body: bytes) -> None:
-        warning, critical = ticker.thresholds()
-        await self.send_json({"warning_pct": warning, "critical_pct": critical, **ticker.memory_event()})
+        warning, critical = memory.thresholds()
+        await self.send_json({"warning_pct": warning, "critical_pct": critical, **memory.event()})
 
     async def post(self, body: bytes) -> None:
         data = self.parse_json(body)
-        current_warning, current_critical = ticker.thresholds()
+        current_warning, current_critical = memory.thresholds()
         warning = data.get("warning_pct", current_warning)
         critical = data.get("critical_pct", current_critical)
         for name, value in (("warning_pct", warning), ("critical_pct", critical)):
@@ -75,8 +71,17 @@ class MemoryThresholdsConsumer(JsonConsumer):
                 raise InvalidRequest(f"Field '{name}' must be a number in (0, 100].")
         if warning > critical:
             raise InvalidRequest("warning_pct must not be above critical_pct.")
-        ticker.set_thresholds(warning=float(warning), critical=float(critical))
+        memory.set_thresholds(warning=float(warning), critical=float(critical))
         await self.get(b"")
+
+
+class ModelsConsumer(JsonConsumer):
+    """GET /admin/models: every model on disk with its state and load history."""
+
+    admin = True
+
+    async def get(self, body: bytes) -> None:
+        await self.send_json(await inventory.models_list())
 
 
 class ErrorsConsumer(JsonConsumer):

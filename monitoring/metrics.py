@@ -50,13 +50,13 @@ def observe_error(code: str) -> None:
 
 
 def render() -> bytes:
-    from inference import services
+    from inference import memory
     from inference.runtime import get_engine
 
     engine = get_engine()
     ACTIVE.set(engine.active_requests)
     QUEUED.set(engine.queued_requests)
-    mem = services.memory_snapshot()
+    mem = memory.snapshot()
     MEMORY_USED.set(mem["active_gb"] * 1e9)
     MEMORY_TOTAL.set(mem["total_gb"] * 1e9)
     MODEL_LOADED.clear()

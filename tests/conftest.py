@@ -118,13 +118,12 @@ def copy_model(src: Path, dst: Path) -> Path:
 
 
 @contextmanager
-def running_engine(cls, *, max_concurrent: int, max_queue: int):
-    """An Engine or EngineClient started with small limits; its lifecycle events collect in
-    `.events`; stopped on exit."""
+def running_engine(cls, **limits):
+    """An Engine (max_concurrent) or an engine client (max_concurrent, max_queue) started with
+    small limits; its lifecycle events collect in `.events`; stopped on exit."""
     events: list[dict] = []
     engine = cls(
-        max_concurrent=max_concurrent,
-        max_queue=max_queue,
+        **limits,
         prompt_cache_size=4,
         prompt_cache_bytes=1 << 30,
         listeners=[events.append],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from inference.benchmarks.servers import ServerExited, free_port, wait_ok
+from benchmarks.servers import ServerExited, free_port, wait_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,15 +1,9 @@
-"""Admin API: model inventory, load, unload. Guarded by LMX_ADMIN_TOKEN when set."""
+"""Admin API: load and unload (the inventory, GET /admin/models, is monitoring's). Guarded by
+LMX_ADMIN_TOKEN when set."""
 
 from inference import services
 from inference.errors import InvalidRequest
-from inference.http import JsonConsumer
-
-
-class ModelsConsumer(JsonConsumer):
-    admin = True
-
-    async def get(self, body: bytes) -> None:
-        await self.send_json(await services.models_list())
+from lmx_site.consumers import JsonConsumer
 
 
 class LoadConsumer(JsonConsumer):

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from inference import serving, shutdown, store
 from inference.api import schemas
 from inference.errors import LMXError, error_body
-from inference.http import JsonConsumer, record_error
 from inference.runtime import get_engine
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+from inference.wire import Done, Failed, Started, Text
+from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
 
 
 def envelope(rid: str, obj: str, created: int, model: str, choices: list, **extra) -> dict:
@@ -88,52 +82,54 @@ class GenerationConsumer(JsonConsumer):
             generation.cancel()  # no-op when finished; stops generation when the client went away
 
     async def _complete(self, req, generation, model: str) -> None:
+        """JSON: the whole answer in one body."""
         parts = []
         async for event in generation.events():
-            if event[0] == "text":
-                parts.append(event[1])
-            elif event[0] == "error":
-                raise event[1]
-            elif event[0] == "done":
-                _, finish, stats = event
-                serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
-                text = "".join(parts)
-                if getattr(req, "echo", False):
-                    text = req.prompt + text
-                await self.send_json(
-                    self.full(serving.new_id(self.id_prefix), model, serving.now(), text, finish, stats)
-                )
+            match event:
+                case Text(text):
+                    parts.append(text)
+                case Failed(error):
+                    raise error
+                case Done(finish, stats):
+                    serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
+                    text = "".join(parts)
+                    if getattr(req, "echo", False):
+                        text = req.prompt + text
+                    await self.send_json(
+                        self.full(serving.new_id(self.id_prefix), model, serving.now(), text, finish, stats)
+                    )
 
     async def _stream(self, req, generation, model: str) -> None:
+        """SSE: a chunk per step's text, then the finish chunk, usage if asked, and [DONE]."""
         rid, created = serving.new_id(self.id_prefix), serving.now()
         events = generation.events()
-        first = await anext(events)
-        if first[0] == "error":
-            raise first[1]
+        match await anext(events):
+            case Failed(error):
+                raise error  # before any byte is sent: a plain error response
+            case Started():
+                pass
         await self.send_headers(status=200, headers=SSE_HEADERS)
         opening = self.chunk(rid, model, created, None, None, first=True)
         if opening is not None:
             await self._send_event(opening)
         async for event in events:
-            if event[0] == "text":
-                await self._send_event(self.chunk(rid, model, created, event[1], None, first=False))
-            elif event[0] == "error":
-                err: LMXError = event[1]
-                await record_error(err, endpoint=self.endpoint, model=model)
-                await self._send_event(error_body(err) | {"id": rid})
-                break
-            elif event[0] == "done":
-                _, finish, stats = event
-                serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
-                await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
-                if req.include_usage:
-                    await self._send_event(
-                        envelope(rid, self.object_name, created, model, [], usage=serving.usage(stats))
-                    )
+            match event:
+                case Text(text):
+                    await self._send_event(self.chunk(rid, model, created, text, None, first=False))
+                case Failed(error):
+                    await record_error(error, endpoint=self.endpoint, model=model)
+                    await self._send_event(error_body(error) | {"id": rid})
+                case Done(finish, stats):
+                    serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
+                    await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
+                    if req.include_usage:
+                        await self._send_event(
+                            envelope(rid, self.object_name, created, model, [], usage=serving.usage(stats))
+                        )
         await self.send_body(b"data: [DONE]\n\n", more_body=False)
 
     async def _send_event(self, payload: dict) -> None:
-        await self.send_body(f"data: {json.dumps(payload)}\n\n".encode(), more_body=True)
+        await self.send_body(sse_frame(payload), more_body=True)
 
     async def send_error(self, err: LMXError, *, record: bool = True) -> None:
         if getattr(self, "_headers_sent", False):

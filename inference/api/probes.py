@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from inference.errors import METHOD_NOT_ALLOWED, InvalidRequest, error_body
-from inference.http import JSON_HEADERS, record_error
 from inference.runtime import get_engine
+from lmx_site.consumers import JSON_HEADERS, record_error
 
 
 def healthz() -> tuple[int, dict, list]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import struct
 
-from inference import embedding, serving
+from inference import retrieval, serving
 from inference.api import schemas
-from inference.http import JsonConsumer
+from lmx_site.consumers import JsonConsumer
 
 
 def _encode(vector: list[float], encoding_format: str):
@@ -31,12 +31,12 @@ class EmbeddingsConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = schemas.embedding_request(self.parse_json(body))
         loaded = await self.loaded(req.model)
-        vectors, tokens = await embedding.embed(loaded, req.inputs)
+        vectors, tokens = await retrieval.embed(loaded, req.inputs)
         data = [
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": _encode(embedding.shorten(v, req.dimensions), req.encoding_format),
+                "embedding": _encode(retrieval.shorten(v, req.dimensions), req.encoding_format),
             }
             for i, v in enumerate(vectors)
         ]
@@ -54,7 +54,7 @@ class RerankConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = schemas.rerank_request(self.parse_json(body))
         loaded = await self.loaded(req.model)
-        scores, tokens = await embedding.rerank(loaded, req.query, req.documents)
+        scores, tokens = await retrieval.rerank(loaded, req.query, req.documents)
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: req.top_n]
         results = [
             {"index": i, "relevance_score": scores[i]}

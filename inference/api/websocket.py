@@ -12,7 +12,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from inference import serving, shutdown
 from inference.api import schemas
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
-from inference.http import DirectDispatch, record_error
+from inference.wire import Done, Failed, Text
+from lmx_site.consumers import DirectDispatch, record_error
 
 log = logging.getLogger("lmx.ws")
 
@@ -51,24 +52,26 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
             model = loaded.spec.id
             try:
                 async for event in generation.events():
-                    if event[0] == "text":
-                        await self.send(text_data=json.dumps({"token": event[1]}))
-                    elif event[0] == "error":
-                        raise event[1]
-                    elif event[0] == "done":
-                        _, finish, stats = event
-                        serving.log_completion(model, stats, endpoint="/v1/chat/stream", finish_reason=finish)
-                        await self.send(
-                            text_data=json.dumps(
-                                {
-                                    "done": True,
-                                    "finish_reason": finish,
-                                    "model": model,
-                                    "stats": stats.as_dict(),
-                                    "usage": serving.usage(stats),
-                                }
+                    match event:
+                        case Text(text):
+                            await self.send(text_data=json.dumps({"token": text}))
+                        case Failed(error):
+                            raise error
+                        case Done(finish, stats):
+                            serving.log_completion(
+                                model, stats, endpoint="/v1/chat/stream", finish_reason=finish
                             )
-                        )
+                            await self.send(
+                                text_data=json.dumps(
+                                    {
+                                        "done": True,
+                                        "finish_reason": finish,
+                                        "model": model,
+                                        "stats": stats.as_dict(),
+                                        "usage": serving.usage(stats),
+                                    }
+                                )
+                            )
             finally:
                 generation.cancel()
         except asyncio.CancelledError:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from inference.benchmarks.random_model import build
+from benchmarks.random_model import build
 from tests.conftest import GGUF_ID, MLX_ID
 from tests.lmx_server import ROOT
 

@@ -3,10 +3,12 @@
 import asyncio
 import threading
 
-from inference import admission, loading
-from inference.engine import Engine
-from inference.generation import GenerationRequest, Slot
+from inference.engine.core import Engine
+from inference.engine.mlx_compat import admission
+from inference.engine.mlx_compat.generator import LMXBatchGenerator
+from inference.engine.slot import Slot
 from inference.store import describe_mlx_folder
+from inference.wire import Done, GenerationRequest
 from tests.conftest import MLX_ID, running_engine
 from tests.unit.test_batch_layers import TINY, _tiny
 
@@ -14,13 +16,12 @@ from tests.unit.test_batch_layers import TINY, _tiny
 def _batch(n: int, length: int, *, widen: bool) -> tuple[list[int], list[list[int]]]:
     """Insert n prompts of `length` tokens into a fresh batch and step it until all decode:
     the number decoding after each step, and each request's first three greedy tokens."""
-    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=n, cache_size=1, cache_bytes=1 << 20)
+    batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=n, cache_size=1, cache_bytes=1 << 20)
+    batch.patched = widen  # LMX's prefill width, or mlx-lm's eight a round
     prompts = [[(5 * i + j) % TINY["vocab_size"] for j in range(length)] for i in range(n)]
     uids = batch.insert(prompts, max_tokens=[3] * n)
     decoding, tokens = [], {uid: [] for uid in uids}
     while any(len(t) < 3 for t in tokens.values()):
-        if widen:
-            admission.widen(batch)
         _, generated = batch.next()
         decoding.append(len(batch._generation_batch))
         for r in generated:
@@ -45,7 +46,7 @@ def test_long_prompts_keep_rounds_of_eight():
 
 
 def test_a_round_holds_prompts_while_their_padded_length_fits_one_chunk():
-    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=64, cache_size=1, cache_bytes=1 << 20)
+    batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=64, cache_size=1, cache_bytes=1 << 20)
     lengths = [100] * 12 + [900] + [10] * 30  # a round pads every prompt to its longest
     batch.insert([[3] * n for n in lengths], max_tokens=[2] * len(lengths))
     assert batch.prefill_step_size == 2048
@@ -57,7 +58,7 @@ def test_real_model_twelve_requests_arriving_together_get_first_tokens_in_one_st
     """SmolLM2: twelve short requests submitted at once; each first token is recorded with the
     engine step it came from. One is decoded alone when it arrives; the other eleven share one
     prefill round instead of two, so they get their first tokens in the same step."""
-    with running_engine(Engine, max_concurrent=12, max_queue=0) as engine:
+    with running_engine(Engine, max_concurrent=12) as engine:
         engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
         tokenizer = engine.loaded.tokenizer
         first_steps: list[int] = []
@@ -88,18 +89,18 @@ def test_real_model_twelve_requests_arriving_together_get_first_tokens_in_one_st
             held.result()
 
             async def drain(s):
-                return [event async for event in s.events()][-1][:2]
+                return [event async for event in s.events()][-1]
 
             return await asyncio.gather(*(drain(s) for s in slots))
 
         ends = asyncio.run(run())
-    assert ends == [("done", "length")] * 12
+    assert [(type(end), end.finish_reason) for end in ends] == [(Done, "length")] * 12
     assert len(first_steps) == 12
     assert len(set(first_steps[1:])) == 1  # the eleven in the batch: one step
 
 
 def test_a_round_holds_no_more_prompts_than_the_batch_has_room_for():
-    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=16, cache_size=1, cache_bytes=1 << 20)
+    batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=16, cache_size=1, cache_bytes=1 << 20)
     batch.insert([[3] * 10 for _ in range(40)], max_tokens=[2] * 40)
     assert admission.prefill_width(batch) == 16
     batch.close()

@@ -1,10 +1,10 @@
-"""Short-chunk attention (inference.attention): the same result as MLX's kernel, used only where
+"""Short-chunk attention (inference.engine.mlx_compat.attention): the same result as MLX's kernel, used only where
 it was measured to pay, and put in and taken out of mlx-lm's path by the setting."""
 
 import mlx.core as mx
 import pytest
 
-from inference import attention
+from inference.engine.mlx_compat import attention
 
 
 def _qkv(length: int, total: int, heads: int = 8, kv_heads: int = 2, dims: int = 32):

@@ -4,8 +4,9 @@ import mlx.core as mx
 import pytest
 from mlx_lm.utils import _get_classes, quantize_model
 
-from inference import batch_layers, loading
-from inference.benchmarks.random_model import SHAPES
+from benchmarks.random_model import SHAPES
+from inference.engine import loading
+from inference.engine.mlx_compat import batch_layers
 from inference.store import describe_mlx_folder
 from tests.conftest import MLX_ID
 

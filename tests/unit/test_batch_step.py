@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 from mlx_lm.generate import GenerationBatch
 
-from inference import batch_step, loading
+from inference.engine import loading, sampling
+from inference.engine.mlx_compat.generator import HostReadBatch, LMXBatchGenerator
 from inference.store import describe_mlx_folder
 from tests.conftest import MLX_ID
 from tests.unit.test_batch_layers import TINY, _tiny
@@ -22,15 +23,15 @@ def _request(**kw):
     return SimpleNamespace(top_p=1.0, logit_bias=None, frequency_penalty=0.0, **kw)
 
 
-def _generate(model, prompts, n: int, *, step) -> list[list[int]]:
-    batch, _ = loading.make_batch(model, max_concurrent=len(prompts), cache_size=1, cache_bytes=1 << 20)
-    step(batch)
+def _generate(model, prompts, n: int, *, host_read: bool) -> list[list[int]]:
+    batch = LMXBatchGenerator(model, max_concurrent=len(prompts), cache_size=1, cache_bytes=1 << 20)
+    batch.use_host_read(host_read)
     requests = [_request(**kw) for kw in REQUESTS]
     uids = batch.insert(
         prompts,
         max_tokens=[n] * len(prompts),
-        samplers=[loading.sampler(r) for r in requests],
-        logits_processors=[loading.processors(r) for r in requests],
+        samplers=[sampling.sampler(r) for r in requests],
+        logits_processors=[sampling.processors(r) for r in requests],
     )
     out = {uid: [] for uid in uids}
     while any(len(t) < n for t in out.values()):
@@ -42,17 +43,17 @@ def _generate(model, prompts, n: int, *, step) -> list[list[int]]:
 
 
 def test_lmx_batches_decode_with_lmx_step():
-    batch, _ = loading.make_batch(_tiny("llama-3.1-8b"), max_concurrent=4, cache_size=1, cache_bytes=1 << 20)
-    assert type(batch._generation_batch) is batch_step.HostReadBatch
-    batch_step.revert(batch)
+    batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=4, cache_size=1, cache_bytes=1 << 20)
+    assert type(batch._generation_batch) is HostReadBatch
+    batch.use_host_read(False)
     assert type(batch._generation_batch) is GenerationBatch
 
 
 def test_lmx_step_gives_the_tokens_of_mlx_lm_step_on_a_tiny_model():
     model = _tiny("llama-3.1-8b")
     prompts = [[(7 * i + j) % TINY["vocab_size"] for j in range(3 + i)] for i in range(len(REQUESTS))]
-    expected = _generate(model, prompts, 12, step=batch_step.revert)
-    got = _generate(model, prompts, 12, step=batch_step.apply)
+    expected = _generate(model, prompts, 12, host_read=False)
+    got = _generate(model, prompts, 12, host_read=True)
     assert got == expected
     assert len({tuple(t) for t in got}) == len(got)
 
@@ -66,7 +67,7 @@ def test_real_model_decodes_the_same_with_lmx_step(settings, model_store):
         tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
         for q in questions
     ]
-    expected = _generate(model, prompts, 5, step=batch_step.revert)
-    got = _generate(model, prompts, 5, step=batch_step.apply)
+    expected = _generate(model, prompts, 5, host_read=False)
+    got = _generate(model, prompts, 5, host_read=True)
     assert got == expected
     assert len({tuple(t) for t in got}) > 1

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from inference.benchmarks import probe_sweep, server_hook
+from benchmarks import probe_sweep, server_hook
 
 
 def test_settings_become_hook_commands():

@@ -5,7 +5,8 @@ import json
 import mlx.core as mx
 import pytest
 
-from inference import embedding
+from inference import retrieval
+from inference.engine import embedding
 from tests.unit.test_batch_layers import TINY, _tiny
 
 
@@ -36,25 +37,25 @@ def test_pooling_comes_from_the_sentence_transformers_config(tmp_path, config, e
     if config is not None:
         (tmp_path / "1_Pooling").mkdir()
         (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
-    assert embedding.pooling_of(str(tmp_path)) == expected
+    assert retrieval.pooling_of(str(tmp_path)) == expected
 
 
 def test_shortened_vectors_are_the_head_at_unit_length():
-    assert embedding.shorten([0.6, 0.8, 0.0], 1) == [1.0]
-    assert embedding.shorten([0.6, 0.8], None) == [0.6, 0.8]
-    assert embedding.shorten([0.6, 0.8], 2) == [0.6, 0.8]
+    assert retrieval.shorten([0.6, 0.8, 0.0], 1) == [1.0]
+    assert retrieval.shorten([0.6, 0.8], None) == [0.6, 0.8]
+    assert retrieval.shorten([0.6, 0.8], 2) == [0.6, 0.8]
 
 
 def test_inputs_are_embedded_in_groups_of_about_the_token_budget():
     lists = [[1] * 1000, [2] * 1000, [3] * 100, [4] * 5000, [5] * 10]
-    groups = embedding._groups(lists, budget=2048)
+    groups = retrieval._groups(lists, budget=2048)
     assert [[t[0] for t in g] for g in groups] == [[1, 2], [3], [4], [5]]
     assert [t for g in groups for t in g] == lists
 
 
 def test_the_gguf_file_and_its_mlx_copy_embed_alike(settings, model_store):
     """SmolLM2: the GGUF file and the MLX-native folder converted from it give the same vectors."""
-    from inference import loading
+    from inference.engine import loading
     from inference.store import describe_gguf, describe_mlx_folder
     from tests.conftest import GGUF_ID, MLX_ID
 

@@ -7,15 +7,16 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from inference.engine import Engine
-from inference.generation import GenerationRequest, Slot
+from inference.engine.core import Engine
+from inference.engine.slot import Slot
 from inference.store import describe_gguf, describe_mlx_folder
+from inference.wire import Done, Failed, GenerationRequest, Text
 from tests.conftest import GGUF_ID, MLX_ID, running_engine
 
 
 @pytest.fixture
 def engine():
-    with running_engine(Engine, max_concurrent=4, max_queue=4) as eng:
+    with running_engine(Engine, max_concurrent=4) as eng:
         yield eng
 
 
@@ -41,9 +42,17 @@ async def _text_and_end(slot: Slot) -> tuple[str, tuple]:
     """All the text a slot streamed, and its last event's kind and reason, e.g. ("done", "length")."""
     text, last = "", None
     async for event in slot.events():
-        text += event[1] if event[0] == "text" else ""
+        text += event.text if isinstance(event, Text) else ""
         last = event
-    return text, last[:2]
+    return text, ending(last)
+
+
+def ending(event) -> tuple:
+    """A request's last event as (kind, why): ("done", finish reason) or ("error", code)."""
+    if isinstance(event, Done):
+        return ("done", event.finish_reason)
+    assert isinstance(event, Failed), event
+    return ("error", event.error.code)
 
 
 def _greedy_tokens(engine: Engine, prompt: str, n: int) -> list[int]:
@@ -122,7 +131,7 @@ def test_a_failed_load_leaves_the_engine_serving(engine, model_store, tmp_path):
 
 
 def test_unsupported_gguf_architecture_is_named(tmp_path):
-    from inference import gguf
+    from inference.engine import gguf
     from inference.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="architecture 'mamba' is not supported"):
@@ -180,7 +189,7 @@ def test_a_request_decoded_alone_runs_mlx_lm_layers_and_the_batch_runs_lmx_layer
     the batch's tokens come from LMX's. The tokens are those of the request decoded alone."""
     import mlx.nn as nn
 
-    from inference.batch_layers import FoldedQuantizedLinear
+    from inference.engine.mlx_compat.batch_layers import FoldedQuantizedLinear
 
     settings.LMX_BATCH_LAYERS = "on"
     engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
@@ -289,7 +298,7 @@ def _fresh_and_follow_up(engine: Engine, model_store) -> tuple[list[list[int]], 
 def test_prefill_buckets_change_no_token_of_a_fresh_prompt_or_a_follow_up(engine, model_store, settings):
     """LMX_PREFILL_BUCKETS pads each prefill chunk to one of a few lengths and trims the padding
     off the cache: greedy answers stay the same, also for a turn that reuses a cached prefix."""
-    from inference.solo import bucket
+    from inference.engine.solo import bucket
 
     settings.LMX_PREFILL_BUCKETS = "off"
     plain, (first, follow), backend = _fresh_and_follow_up(engine, model_store)
@@ -307,7 +316,7 @@ def test_a_prompt_rest_fed_with_its_last_token_changes_no_token(engine, model_st
     """A short prompt rest goes through the model in one pass with its last token (on a GPU and on
     this CPU's float32 path; this test process runs the 4-bit weights): the same greedy answers
     as feeding all but the last token first, for a fresh prompt and for a follow-up turn."""
-    from inference import solo
+    from inference.engine import solo
 
     passes = []
     real = solo.Solo._forward
@@ -330,7 +339,7 @@ def test_a_prompt_rest_fed_with_its_last_token_changes_no_token(engine, model_st
 def test_short_attention_changes_no_token_of_a_follow_up(engine, model_store, settings, monkeypatch):
     """LMX_SHORT_ATTENTION computes a follow-up's prompt chunk outside MLX's fused kernel (on CUDA,
     where that kernel builds a graph per shape): the same greedy answers."""
-    from inference import attention
+    from inference.engine.mlx_compat import attention
 
     unfused = []
     real = attention.unfused_causal
@@ -373,7 +382,7 @@ def test_the_warm_up_at_load_leaves_no_request_cache_or_count_behind(engine, mod
 
 
 def test_a_failed_warm_up_is_logged_and_the_model_still_serves(engine, model_store, monkeypatch, caplog):
-    from inference import loading
+    from inference.engine import loading
 
     def broken(model):
         raise RuntimeError("kernel compile failed")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from inference.generation import StopFilter
+from inference.engine.slot import StopFilter
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The HTTP consumers' plumbing (inference.http.JsonConsumer), driven by Channels' communicator."""
+"""The HTTP consumers' plumbing (lmx_site.consumers.JsonConsumer), driven by Channels' communicator."""
 
 import asyncio
 import json
@@ -7,7 +7,7 @@ import threading
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 
-from inference.http import JsonConsumer
+from lmx_site.consumers import JsonConsumer
 
 
 class _Echo(JsonConsumer):

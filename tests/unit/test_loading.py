@@ -1,9 +1,9 @@
-"""The load's warm-up (inference.loading.warm_up) on a small random Llama."""
+"""The load's warm-up (inference.engine.loading.warm_up) on a small random Llama."""
 
 import mlx.core as mx
 from mlx_lm.models import llama
 
-from inference import cpu_blas, loading, solo
+from inference.engine import cpu_blas, loading, solo
 
 
 class Recorded:

@@ -5,7 +5,7 @@ import re
 import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, RotatingKVCache, make_prompt_cache, trim_prompt_cache
 
-from inference.prompt_cache import MIN_REUSE_TOKENS, nearest_cache
+from inference.engine.mlx_compat.prompt_cache import MIN_REUSE_TOKENS, nearest_cache
 from tests.unit.test_batch_layers import _tiny
 
 
@@ -77,7 +77,7 @@ def test_reuse_leaves_the_cached_chat_as_it_was():
 
 
 def test_the_lookup_benchmark_times_both_lookups_on_its_three_prompts():
-    from inference.benchmarks import lookup
+    from benchmarks import lookup
 
     rows = lookup.measure(entries=2, length=80, prompt=16, repeat=1)
     assert [name for name, _ in rows] == ["mlx-lm (fetch_nearest_cache)", "LMX (nearest_cache)"]

@@ -1,4 +1,4 @@
-"""A request decoded alone (inference.solo.Solo): the forward passes it makes and the tokens it
+"""A request decoded alone (inference.engine.solo.Solo): the forward passes it makes and the tokens it
 gives, against mlx-lm's `generate_step` on the same small random Llama."""
 
 from types import SimpleNamespace
@@ -9,8 +9,9 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import LRUPromptCache
 from mlx_lm.sample_utils import make_logits_processors
 
-from inference import cpu_blas, solo
-from inference.generation import GenerationRequest
+from inference.engine import cpu_blas, solo
+from inference.engine.mlx_compat.prompt_cache import nearest_cache
+from inference.wire import GenerationRequest
 from tests.unit.test_loading import _model
 
 F32 = "mlx" + cpu_blas.BACKEND  # this CPU's float32 path: rests up to 64 tokens in one pass
@@ -35,7 +36,7 @@ def _decode(model, tokens, *, backend, prompt_cache=None, processors=None, max_t
     request = solo.Solo(
         loaded,
         _Slot(tokens, max_tokens),
-        prompt_cache or LRUPromptCache(),
+        lambda model_id, tokens: nearest_cache(prompt_cache or LRUPromptCache(), model_id, tokens),
         sampler=None,
         processors=processors,
         stop_tokens=set(),

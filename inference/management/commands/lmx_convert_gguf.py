@@ -6,7 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import conf, gguf
+from inference import conf
+from inference.engine import gguf
 from inference.errors import LMXError
 
 

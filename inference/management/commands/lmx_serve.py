@@ -1,14 +1,13 @@
-"""Run LMX: Daphne on LMX_HOST:LMX_PORT, the engine, and the default model loading."""
+"""Run LMX: Daphne on LMX_HOST:LMX_PORT, the engine process, and the default model loading."""
 
 import asyncio
 import logging
-import os
 import threading
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import conf, cpu_blas
+from inference import conf
 
 log = logging.getLogger("lmx")
 
@@ -26,7 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args, host=None, port=None, model=None, **options):
         from daphne.endpoints import build_endpoint_description_strings
 
-        from inference import runtime
+        from inference import runtime, signals
         from inference.daphne_server import LMXDaphne
         from lmx_site.asgi import application
 
@@ -34,37 +33,11 @@ class Command(BaseCommand):
             conf.validate()
         except ImproperlyConfigured as exc:  # one line naming the setting, not a traceback
             raise CommandError(str(exc)) from exc
-        cpu_blas.preload_and_reexec()
-        if os.environ.get("LMX_BENCH_HOOK"):  # set by lmx_bench_probe only
-            from inference.benchmarks import server_hook
-
-            server_hook.install(os.environ["LMX_BENCH_HOOK"])
         host = host or conf.get("LMX_HOST")
         port = port or conf.get("LMX_PORT")
         model = conf.get("LMX_DEFAULT_MODEL") if model is None else model
         log.info("LMX starting on %s:%s", host, port)
-        if cpu_blas.should_dequantize():
-            log.info("CPU fast path: float32 weights with OpenBLAS (LMX_CPU_FAST_PATH=off to disable)")
-        from inference import batch_layers
-
-        if batch_layers.enabled():
-            log.info(
-                "Batch layers: quantized layers fold the batch into one matmul (LMX_BATCH_LAYERS=off to disable)"
-            )
-        from inference import attention, solo
-
-        if attention.enabled():
-            log.info(
-                "Short attention: prompt chunks after cached tokens skip cuDNN's per-shape graphs "
-                "(LMX_SHORT_ATTENTION=off to disable)"
-            )
-
-        if solo.buckets_enabled():
-            log.info(
-                "Prefill buckets: prompt chunks are padded to one of 16 lengths, each run once at load "
-                "(LMX_PREFILL_BUCKETS=off to disable)"
-            )
-        runtime.get_engine()
+        runtime.get_engine()  # the engine process says which speed-ups it runs
         if model:
             threading.Thread(
                 target=self._load_default, args=(model,), name="lmx-default-load", daemon=True
@@ -80,10 +53,12 @@ class Command(BaseCommand):
         )
         from twisted.internet import reactor
 
-        from monitoring import ticker
+        def started() -> None:  # inside Daphne's asyncio loop, now running
+            signals.server_started.send(sender=LMXDaphne, loop=asyncio.get_running_loop())
 
-        # Daphne runs Twisted on an asyncio loop; the ticker lives in that loop.
-        reactor.callWhenRunning(lambda: ticker.start(reactor._asyncioEventloop))
+        # Daphne runs Twisted on an asyncio loop: whatever lives in that loop (the metrics
+        # ticker) starts on the loop's first turn.
+        reactor.callWhenRunning(reactor.callLater, 0, started)
         try:
             server.run()
         finally:

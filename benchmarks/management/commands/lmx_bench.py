@@ -1,0 +1,61 @@
+"""python manage.py lmx_bench: LMX vs mlx-lm in-process vs mlx_lm.server, one table with ratios."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from benchmarks.management.commands._bench import mlx_model, publish
+from benchmarks.random_model import SHAPES
+from benchmarks.run import Options, run
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure prompt/decode tok/s and TTFT for one stream and aggregate tok/s at several "
+        "concurrencies through LMX, mlx-lm in-process and mlx_lm.server on the same model."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", help="an MLX-native model id or path (default: LMX_DEFAULT_MODEL)")
+        parser.add_argument(
+            "--shape", choices=sorted(SHAPES), help="build (if missing) and use a random model"
+        )
+        parser.add_argument("--gguf", help="a GGUF copy of the same weights, for the GGUF vs MLX row")
+        parser.add_argument("--streams", default="1,4,8,32")
+        parser.add_argument("--prompt-tokens", type=int, default=256)
+        parser.add_argument("--gen-tokens", type=int, default=128)
+        parser.add_argument("--sweep-prompt-tokens", type=int, default=32)
+        parser.add_argument("--conversation-tokens", type=int, default=2000)
+        parser.add_argument("--trials", type=int, default=5, help="single-stream trials per system (median)")
+        parser.add_argument("--url", help="a running LMX serving the model (default: start one)")
+        parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
+        parser.add_argument("--no-inprocess", action="store_true", help="skip mlx-lm in-process")
+        parser.add_argument("--out", help="append the table to this markdown file (e.g. docs/BENCHMARKS.md)")
+
+    def handle(self, *args, **o):
+        ref = o["model"]
+        if o["shape"]:
+            from django.core.management import call_command
+
+            call_command("lmx_build_random", o["shape"])
+            ref = f"random-{o['shape']}-4bit"
+        spec = mlx_model(
+            ref, why_mlx="mlx-lm and mlx_lm.server read MLX-native folders only; pass --gguf for GGUF."
+        )
+        try:
+            streams = sorted({int(s) for s in o["streams"].split(",")})
+        except ValueError as exc:
+            raise CommandError("--streams takes comma-separated integers, e.g. 1,4,8,32") from exc
+        opts = Options(
+            model_id=spec.id,
+            model_path=spec.path,
+            streams=streams,
+            prompt_tokens=o["prompt_tokens"],
+            gen_tokens=o["gen_tokens"],
+            sweep_prompt_tokens=o["sweep_prompt_tokens"],
+            conversation_tokens=o["conversation_tokens"],
+            trials=o["trials"],
+            gguf_id=o["gguf"],
+            inprocess=not o["no_inprocess"],
+            peer=not o["no_peer"],
+            url=o["url"],
+        )
+        publish(self, run(opts, log=lambda msg: self.stderr.write(msg)), o["out"])

@@ -1,0 +1,245 @@
+"""The engine: the one thread that owns MLX (in the engine process, or in-process for tests).
+
+Other threads hand it jobs through a queue and get answers through futures (load, unload,
+embed) or a per-request slot (generation). Between jobs it runs the scheduler's steps; after
+each it publishes the step's events with fresh memory figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+
+from inference.engine import embedding, loading
+from inference.engine.mlx_compat import batch_layers
+from inference.engine.model_host import LoadedModel, ModelHost
+from inference.engine.scheduler import Scheduler
+from inference.engine.slot import Outbox, Slot
+from inference.errors import NoModelLoaded, to_lmx_error
+from inference.heap import freeze_heap
+from inference.store import ModelSpec
+from inference.wire import EngineCounters, MemoryFigures, ModelEvent
+
+log = logging.getLogger("lmx.engine")
+
+# The engine thread holds the GIL while it builds a step's graph; a thread that needs it back
+# (the process's receiver, the tokenizers) waits up to the switch interval, 5 ms by default.
+SWITCH_INTERVAL_S = 0.0002
+
+
+@dataclass
+class _Job:
+    """Work for the engine thread: `run()` between steps, its result on `future`; or a request
+    to admit (`slot`)."""
+
+    run: Callable[[], object] | None = None
+    slot: Slot | None = None
+    future: Future = field(default_factory=Future)
+
+
+_WAKE = _Job()
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        prompt_cache_size: int,
+        prompt_cache_bytes: int,
+        listeners=None,
+        announce: Callable[[ModelEvent], None] | None = None,
+        outbox=None,
+        on_state: Callable[[Engine], None] | None = None,
+    ):
+        self.max_concurrent = max_concurrent
+        self.counters = EngineCounters()
+        self.memory = MemoryFigures()
+        self.read_memory_each_step = True  # a benchmark measures the cost of the reading
+        # Model lifecycle events, from the engine thread: typed to `announce`, as dicts to listeners.
+        self.listeners = list(listeners or [])
+        self._announce_to = announce
+        self.on_state = on_state  # called when loaded, loading or oom_unloaded change
+        self._outbox = outbox or Outbox()
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._lock = threading.Lock()
+        self._pending_loads: dict[str, Future] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lmx-engine", daemon=True)
+        self.host = ModelHost(
+            max_concurrent=max_concurrent,
+            prompt_cache_size=prompt_cache_size,
+            prompt_cache_bytes=prompt_cache_bytes,
+            announce=self._announce,
+            state_changed=self._state_changed,
+            end_requests=lambda error: self.scheduler.fail_all(error),
+        )
+        self.scheduler = Scheduler(self.host, self.counters, max_concurrent=max_concurrent)
+
+    # State read without locks by other threads: plain attribute reads are atomic.
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self.host.loaded
+
+    @property
+    def loading(self) -> str | None:
+        return self.host.loading
+
+    @property
+    def oom_unloaded(self) -> bool:
+        return self.host.oom_unloaded
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Engine:
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        freeze_heap()
+        self._thread.start()
+        return self
+
+    def stop_and_join(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._jobs.put(_WAKE)
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- jobs (any thread) -----------------------------------------------------------------
+    def load(self, spec: ModelSpec) -> Future:
+        """Load `spec`, replacing the resident model. A load of a model already being loaded
+        shares that load's future instead of loading it twice."""
+        with self._lock:
+            pending = self._pending_loads.get(spec.id)
+            if pending is not None and not pending.done():
+                return pending
+            job = _Job(run=lambda: self.host.load(spec))
+            self._pending_loads[spec.id] = job.future
+        job.future.add_done_callback(lambda done: self._forget_load(spec.id, done))
+        self._jobs.put(job)
+        return job.future
+
+    def _forget_load(self, model_id: str, done: Future) -> None:
+        with self._lock:
+            if self._pending_loads.get(model_id) is done:
+                del self._pending_loads[model_id]
+
+    def unload(self, reason: str = "request") -> Future:
+        return self.run_on_engine(lambda: self.host.unload(reason))
+
+    def embed(self, path: str, loaded_at: float, token_lists: list[list[int]], pooling: str) -> Future:
+        """Unit-length embeddings with the model the request was checked against."""
+
+        def run() -> list[list[float]]:
+            model = self.host.model_for(path, loaded_at).model
+            batch_layers.use(model, batched=True)  # whole inputs: rows to fold
+            return embedding.embed_tokens(model, token_lists, pooling=pooling)
+
+        return self.run_on_engine(run)
+
+    def submit(self, slot: Slot) -> None:
+        """Queue a generation; its events arrive on `slot` (a refusal too)."""
+        slot.outbox = self._outbox
+        slot.wake_engine = self.wake
+        self._jobs.put(_Job(slot=slot))
+
+    def wake(self) -> None:
+        self._jobs.put(_WAKE)
+
+    def run_on_engine(self, fn: Callable[[], object]) -> Future:
+        """Run `fn()` on the engine thread, between steps."""
+        job = _Job(run=fn)
+        self._jobs.put(job)
+        return job.future
+
+    def model_for(self, path: str, loaded_at: float | None = None) -> LoadedModel:
+        return self.host.model_for(path, loaded_at)
+
+    # --- the thread ----------------------------------------------------------------------
+    def _announce(self, event: ModelEvent) -> None:
+        """Model lifecycle events to each listener; a failing listener never breaks the engine."""
+        if self._announce_to is not None:
+            self._announce_to(event)
+        for listener in self.listeners:
+            try:
+                listener(event.as_dict())
+            except Exception:
+                log.exception("Engine listener failed")
+
+    def _state_changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self)
+
+    def _read_memory(self) -> None:
+        self.memory = MemoryFigures(
+            mx.get_active_memory(), mx.get_peak_memory(), mx.get_cache_memory(), self.memory.total
+        )
+
+    def _publish(self) -> None:
+        """After each job and step: fresh memory figures, then the step's events."""
+        if self.read_memory_each_step:
+            self._read_memory()
+        self._outbox.flush()
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            # MLX keeps each thread's streams in thread-local storage whose destructors take the
+            # GIL; left to the thread's exit they raced the interpreter's finalization (an abort
+            # at most stops). MLX asks every thread that used it to clear them before it ends.
+            mx.clear_streams()
+
+    def _serve(self) -> None:
+        self.memory = MemoryFigures(total=loading.device_memory())
+        self._publish()
+        while not self._stop.is_set():
+            try:
+                # Idle: sleep until a job comes. Busy: only pick up what is already there.
+                job = self._jobs.get_nowait() if self.scheduler.busy else self._jobs.get()
+            except queue.Empty:
+                job = None
+            while job is not None:
+                self._handle(job)
+                self._publish()
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    job = None
+            if self._stop.is_set():
+                break
+            if self.scheduler.busy:
+                try:
+                    self._step()
+                except Exception as exc:  # a failed step must not kill the engine
+                    log.exception("Generation step failed")
+                    self.scheduler.fail_all(to_lmx_error(exc))
+                self._publish()
+        self.scheduler.fail_all(NoModelLoaded("LMX is shutting down."))
+        self._publish()
+        self.host.drop()
+
+    def _step(self) -> None:
+        self.scheduler.step()
+
+    def _handle(self, job: _Job) -> None:
+        if job.slot is not None:
+            try:
+                self.scheduler.admit(job.slot)
+            except Exception as exc:  # noqa: BLE001 - the request fails, the engine goes on
+                job.slot.fail(to_lmx_error(exc))
+            return
+        if job.run is None:  # a wake-up
+            return
+        try:
+            job.future.set_result(job.run())
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            if not job.future.done():
+                job.future.set_exception(exc)

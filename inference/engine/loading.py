@@ -1,0 +1,90 @@
+"""Loading a model into MLX: the weights, the backend's speed-ups, the warm-up, its figures.
+
+Engine thread only (inference.engine.model_host calls it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from inference.engine import cpu_blas, gguf
+from inference.engine.mlx_compat import attention, batch_layers
+from inference.engine.solo import BUCKETS, buckets_enabled
+from inference.errors import ModelLoadError
+from inference.store import ModelSpec
+
+
+def load(spec: ModelSpec):
+    """(model, tokenizer, config, backend) for an MLX-native folder or a GGUF file."""
+    path = Path(spec.path)
+    if spec.format == "gguf":
+        model, tokenizer, described = gguf.load(path)
+        config, backend = described.config, "mlx-gguf"
+    else:
+        from mlx_lm.utils import load as mlx_load
+
+        try:
+            model, tokenizer = mlx_load(str(path))
+        except (ValueError, OSError, RuntimeError, KeyError) as exc:  # mx.load: RuntimeError on corrupt files
+            raise ModelLoadError(f"Cannot load the MLX model at {path.name}: {exc}") from exc
+        config, backend = json.loads((path / "config.json").read_text()), "mlx"
+    if cpu_blas.should_dequantize():
+        model = cpu_blas.dequantize(model)
+        backend += cpu_blas.BACKEND
+    if batch_layers.enabled() and batch_layers.apply(model):
+        backend += "+batch-layers"
+    short_attention = attention.enabled()
+    attention.install(short_attention)  # for the whole engine process; the last load's setting holds
+    if short_attention:
+        backend += "+short-attention"
+    if buckets_enabled():
+        backend += "+prefill-buckets"
+    return model, tokenizer, config, backend
+
+
+def warm_up(model) -> None:
+    """A few tokens through the model, thrown away, so the first request does not pay for the
+    backend's first use of its kernels (as llama.cpp's server does; "Warm-up",
+    docs/BENCHMARKS.md): eight tokens, eight more after them (a chunk after cached tokens) and one
+    decoding step; with LMX_PREFILL_BUCKETS on a GPU also a chunk of each bucket's length, as
+    MLX's CUDA build pays for its first call at each length. Not on the CPU, which has no such
+    first calls."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    # Logits too: a short prompt rest is fed with its last token (engine.solo.tail_limit).
+    for length in BUCKETS if buckets_enabled() and not cpu_blas.on_cpu() else ():
+        cache = make_prompt_cache(model)
+        mx.eval(
+            model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache]
+        )
+    cache = make_prompt_cache(model)
+    for _chunk in range(2):
+        mx.eval(model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache])
+    mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))
+    del cache
+    mx.clear_cache()
+
+
+def device_memory() -> int:
+    """Memory of the MLX device in bytes; 0 where the backend does not say."""
+    try:
+        info = mx.device_info()
+    except Exception:  # noqa: BLE001 - some backends have no device_info
+        return 0
+    return int(info.get("memory_size") or info.get("total_memory") or 0)
+
+
+def parameter_bytes(model) -> int:
+    return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+
+
+def context_length(config: dict) -> int:
+    for key in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    text = config.get("text_config") or {}
+    return int(text.get("max_position_embeddings", 4096))

@@ -1,0 +1,95 @@
+"""LMX's BatchGenerator: mlx-lm's, with the decode step, the prefill width and the prompt-cache
+lookup that LMX measured faster (docs/BENCHMARKS.md). With the patches off (mlx_compat.ACTIVE)
+it is mlx-lm's own generator and cache lookup.
+
+The step is mlx-lm 0.32.2's `GenerationBatch._step` but for one read: each step's tokens are
+brought to the host with the GIL released (engine.host.to_host) before `.tolist()` reads them,
+so request handlers are not held behind the device ("Why /readyz waited", docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+from mlx_lm.generate import BatchGenerator, GenerationBatch
+from mlx_lm.models.cache import LRUPromptCache
+
+from inference.engine import mlx_compat
+from inference.engine.host import to_host
+from inference.engine.mlx_compat import admission, prompt_cache
+
+
+class HostReadBatch(GenerationBatch):
+    def _step(self):
+        self._current_tokens = self._next_tokens
+        self._current_logprobs = self._next_logprobs
+        inputs = self._current_tokens
+
+        logits = self.model(inputs[:, None], cache=self.prompt_cache)
+        logits = logits[:, -1, :]
+
+        token_context = []
+        if any(self.logits_processors):
+            processed_logits = []
+            for e in range(len(self.uids)):
+                sample_logits = logits[e : e + 1]
+                processors = self.logits_processors[e] or ()
+                if processors:
+                    context = self._token_context[e].update_and_fetch(inputs[e : e + 1])
+                    token_context.append(context)
+                    for processor in processors:
+                        sample_logits = processor(context, sample_logits)
+                processed_logits.append(sample_logits)
+            logits = mx.concatenate(processed_logits, axis=0)
+
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+        samplers = [
+            self.fallback_sampler if s is None else s for s in (self.samplers or [None] * len(self.uids))
+        ]
+        if not samplers or all(s is samplers[0] for s in samplers):
+            sampled = (samplers[0] if samplers else self.fallback_sampler)(logprobs)
+        else:
+            sampled = mx.concatenate([s(logprobs[e : e + 1]) for e, s in enumerate(samplers)], axis=0)
+
+        self._next_tokens = sampled
+        self._next_logprobs = list(logprobs)
+        mx.async_eval(self._next_tokens, self._next_logprobs, token_context)
+
+        mx.eval(inputs, self._current_logprobs)
+        tokens = to_host(inputs).tolist()
+        for sti, ti in zip(self.tokens, tokens, strict=False):
+            sti.append(ti)
+        return tokens, self._current_logprobs
+
+
+class LMXBatchGenerator(BatchGenerator):
+    """One model's continuous batch and its prompt caches (prefix reuse)."""
+
+    def __init__(self, model, *, max_concurrent: int, cache_size: int, cache_bytes: int):
+        super().__init__(
+            model,
+            completion_batch_size=max_concurrent,
+            prefill_batch_size=min(admission.FLOOR, max_concurrent),
+            stream=mx.default_stream(mx.default_device()),
+        )
+        self.patched = mlx_compat.active()
+        self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
+        self.use_host_read(self.patched)
+
+    def use_host_read(self, on: bool) -> None:
+        """LMX's decode step (on) or mlx-lm's own (benchmarks compare the two on one server)."""
+        self._generation_batch.__class__ = HostReadBatch if on and self.patched else GenerationBatch
+
+    def next(self):
+        if self.patched:
+            self.prefill_batch_size = admission.prefill_width(self)
+        return super().next()
+
+    def nearest_cache(self, model_id: str, tokens: list[int]):
+        """(a copy of the cache with the longest prefix of `tokens` or None, tokens still to feed)."""
+        return prompt_cache.nearest_cache(self.prompt_caches, model_id, tokens, patched=self.patched)
+
+    def remember(self, model_id: str, tokens, cache) -> None:
+        """Keep a finished request's KV cache so a follow-up turn starts from it."""
+        if cache is not None and tokens:
+            self.prompt_caches.insert_cache(model_id, list(tokens), cache)

@@ -1,0 +1,278 @@
+"""What travels between the server and the engine: typed commands, events and replies.
+
+The server side imports this module and a client (inference.client), never the engine package:
+nothing here imports MLX. Every message is a frozen dataclass; receivers dispatch on its type.
+docs/ARCHITECTURE.md draws the two processes and this wire between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from inference.errors import LMXError
+from inference.store import ModelSpec
+
+# --- what a generation asks and what it reports --------------------------------------------
+
+
+@dataclass
+class GenerationRequest:
+    prompt_tokens: list[int]
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
+    timeout_s: float | None = None
+    ignore_eos: bool = False
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end of sequence or a stop string
+    LENGTH = "length"  # max_tokens reached
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    time_to_first_token_ms: float | None
+    prompt_tokens_per_second: float | None
+    tokens_per_second: float | None
+    total_ms: float
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+# --- a request's events, in order: Started, Text..., then Done or Failed (Closed if cancelled) ---
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    cached_tokens: int
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    finish_reason: FinishReason
+    stats: Stats
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: LMXError
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A cancelled request left the engine; nobody reads it any more."""
+
+
+Event = Started | Text | Done | Failed | Closed
+LAST_EVENTS = (Done, Failed, Closed)
+
+
+# --- the engine's state, as the server mirrors it ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedInfo:
+    """What the server process knows of the model the engine holds (no MLX objects)."""
+
+    spec: ModelSpec
+    config: dict
+    vram_bytes: int
+    load_time_ms: int
+    loaded_at: float
+    context_length: int
+    backend: str
+    vocab_size: int  # token ids a request may name are below this
+
+    @property
+    def vram_gb(self) -> float:
+        return round(self.vram_bytes / 1e9, 3)
+
+
+@dataclass
+class EngineCounters:
+    """Totals read by metrics; written by the engine thread only."""
+
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completed: int = 0
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class MemoryFigures:
+    """MLX allocator figures, read by the engine thread only (on CUDA a query from another thread
+    can wait behind a running step)."""
+
+    active: int = 0
+    peak: int = 0
+    cache: int = 0
+    total: int = 0  # device memory; 0 where the backend does not say
+
+
+@dataclass
+class LoadResult:
+    model: str
+    load_time_ms: int
+    vram_gb: float
+    already_loaded: bool = False
+    unloaded: dict | None = None  # what a replaced model freed
+
+
+@dataclass
+class UnloadResult:
+    model: str | None
+    freed_vram_gb: float
+
+
+class TokenizeKind(StrEnum):
+    CHAT = "chat"  # messages -> ids through the chat template
+    TEXT = "text"  # a string -> ids
+    TEXTS = "texts"  # strings -> a list of ids each
+
+
+class ModelAction(StrEnum):
+    LOADED = "loaded"
+    UNLOADED = "unloaded"
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A model was loaded or unloaded (announced to listeners, then on /admin/events)."""
+
+    action: ModelAction
+    model: str
+    vram_gb: float
+    load_time_ms: int | None = None
+    reason: str | None = None  # unloads: request, replaced, oom, engine-stopped
+
+    def as_dict(self) -> dict:
+        event = {
+            "type": "model_event",
+            "action": str(self.action),
+            "model": self.model,
+            "vram_gb": self.vram_gb,
+            "load_time_ms": self.load_time_ms,
+        }
+        if self.reason is not None:
+            event["reason"] = self.reason
+        return event
+
+
+# --- commands: server -> engine (`call` numbers a command that gets a Reply) ------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    call: int
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class Unload:
+    call: int
+    reason: str = "request"
+
+
+@dataclass(frozen=True)
+class Tokenize:
+    call: int
+    path: str  # the model the request was checked against
+    kind: TokenizeKind
+    payload: object
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Unit-length embeddings of token lists, between decoding steps."""
+
+    call: int
+    path: str
+    loaded_at: float
+    token_lists: list[list[int]]
+    pooling: str
+
+
+@dataclass(frozen=True)
+class Generate:
+    rid: int
+    path: str
+    request: GenerationRequest
+
+
+@dataclass(frozen=True)
+class Cancel:
+    rid: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """`fn(engine, *args)` on the engine thread between steps: for tests and benchmarks only.
+    `fn` must be a module-level function (it travels by name) and its result must pickle."""
+
+    call: int
+    fn: Callable
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+Command = Load | Unload | Tokenize | Embed | Generate | Cancel | Call | Stop
+
+
+# --- messages: engine -> server ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    call: int
+    ok: bool
+    result: object  # the answer, or the exception when not ok
+
+
+@dataclass(frozen=True)
+class StepEvents:
+    """One engine step's events for every request, with the counters and memory of that moment."""
+
+    items: list[tuple[int, Event]]
+    counters: EngineCounters
+    memory: MemoryFigures
+
+
+@dataclass(frozen=True)
+class RequestRefused:
+    """A Generate the engine did not take."""
+
+    rid: int
+    error: LMXError
+
+
+@dataclass(frozen=True)
+class EngineState:
+    loaded: LoadedInfo | None
+    loading: str | None
+    oom_unloaded: bool
+
+
+Message = Reply | StepEvents | RequestRefused | EngineState | ModelEvent

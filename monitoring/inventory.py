@@ -1,0 +1,30 @@
+"""The model inventory as the admin API shows it: the store's scan, the engine's state and the
+load history kept here."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+
+from inference import memory, services
+from inference.runtime import get_engine
+from monitoring.selectors import inventory_by_id
+
+
+async def models_list() -> dict:
+    specs = await services.models_scan()
+    records = await database_sync_to_async(inventory_by_id)()
+    engine = get_engine()
+    out = []
+    for spec in specs:
+        item = services.model_state(spec)
+        record = records.get(spec.id)
+        item["load_count"] = record.load_count if record else 0
+        item["last_loaded_at"] = (
+            record.last_loaded_at.isoformat() if record and record.last_loaded_at else None
+        )
+        item["last_load_time_ms"] = record.last_load_time_ms if record else None
+        out.append(item)
+    loaded = engine.loaded
+    if loaded is not None and not any(m["loaded"] for m in out):
+        out.append(services.model_state(loaded.spec))  # loaded by path from outside the scanned roots
+    return {"models": out, "loaded": loaded.spec.id if loaded else None, "memory": memory.snapshot()}
