@@ -2,7 +2,7 @@
 guardian does at each threshold.
 
 Thresholds come from LMX_MEMORY_WARNING_PCT / _CRITICAL_PCT; a run-time change (POST
-/admin/memory) is kept in LMX_DATA_DIR/memory-thresholds.json and survives a restart, until the
+/admin/memory) is kept in memory-thresholds.json in LMX_DATA_DIR and survives a restart, until the
 settings themselves change (an operator's edit of the configuration wins).
 """
 
@@ -45,7 +45,7 @@ def _settings() -> tuple[float, float]:
 
 
 def _file() -> Path:
-    return Path(conf.get("LMX_DATA_DIR")) / FILE_NAME
+    return Path(conf.get("DATA_DIR")) / FILE_NAME
 
 
 def _read_override() -> dict:

@@ -7,7 +7,7 @@ from inference import memory
 
 @pytest.fixture
 def fresh(settings, tmp_path, monkeypatch):
-    settings.LMX_DATA_DIR = str(tmp_path)
+    settings.DATA_DIR = str(tmp_path)
     settings.LMX_MEMORY_WARNING_PCT, settings.LMX_MEMORY_CRITICAL_PCT = 85, 90
     monkeypatch.setattr(memory, "_override", None)  # as a process that just started
     return settings
