@@ -9,7 +9,7 @@ def to_host(array: mx.array) -> mx.array:
     """Wait for `array` and bring its data to host memory, letting the GIL go meanwhile.
 
     `.item()` and `.tolist()` hold the GIL while they wait, and on CUDA while they copy from
-    device memory behind whatever the device runs next ("Why /readyz waited", docs/BENCHMARKS.md).
+    device memory behind whatever the device runs next ("Why batched decoding was slow", docs/BENCHMARKS.md).
     MLX's array repr does the same wait and copy with the GIL released; after it, `.item()` or
     `.tolist()` only reads host memory."""
     repr(array)

@@ -48,7 +48,7 @@ def load(spec: ModelSpec):
 
 def warm_up(model) -> None:
     """A few tokens through the model, thrown away, so the first request does not pay for the
-    backend's first use of its kernels (as llama.cpp's server does; "Warm-up",
+    backend's first use of its kernels (as llama.cpp's server does; docs/bench/h100-ttft-llama-3.1-8b.md,
     docs/BENCHMARKS.md): eight tokens, eight more after them (a chunk after cached tokens) and one
     decoding step; with LMX_PREFILL_BUCKETS on a GPU also a chunk of each bucket's length, as
     MLX's CUDA build pays for its first call at each length. Not on the CPU, which has no such

@@ -4,7 +4,7 @@ mlx-lm prefills at most eight prompts a round, with a decoding step between roun
 arriving together get their first tokens spread over the rounds. A round here takes more while
 their padded length stays within one prefill chunk (`prefill_step_size`), which is what a single
 long prompt's round computes anyway; never fewer than eight. Measured: docs/BENCHMARKS.md,
-"Prefill rounds".
+"GPU: session 12".
 """
 
 from __future__ import annotations

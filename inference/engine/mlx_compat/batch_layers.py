@@ -5,7 +5,7 @@ decoding a batch, which MLX's CUDA backend runs as `batch` matrix-vector product
 the whole weight; folded into (batch, dims) rows it is one product reading the weight once. For
 mixture-of-experts blocks between 32 and 1,024 rows, computing every expert and picking each
 token's beats mlx-lm's gather. Same results; figures in docs/BENCHMARKS.md ("Why batched
-decoding was slow", "Prefill rounds").
+decoding was slow", "GPU: session 12").
 
 `apply(model)` swaps the classes of these layers in place (parameters and names unchanged);
 `use(model, batched=False)` puts mlx-lm's own classes back for a request decoded alone, where

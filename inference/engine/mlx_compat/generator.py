@@ -4,7 +4,7 @@ it is mlx-lm's own generator and cache lookup.
 
 The step is mlx-lm 0.32.2's `GenerationBatch._step` but for one read: each step's tokens are
 brought to the host with the GIL released (engine.host.to_host) before `.tolist()` reads them,
-so request handlers are not held behind the device ("Why /readyz waited", docs/BENCHMARKS.md).
+so request handlers are not held behind the device ("Why batched decoding was slow", docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
