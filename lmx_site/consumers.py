@@ -19,6 +19,7 @@ from inference import conf, signals
 from inference.errors import (
     INTERNAL,
     METHOD_NOT_ALLOWED,
+    PATH_NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     UNAUTHORIZED,
     InvalidRequest,
@@ -171,3 +172,18 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
         if err.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="lmx"'))
         await self.send_json(error_body(err), status=err.status, headers=headers)
+
+
+class UnknownPathConsumer(JsonConsumer):
+    """A path no endpoint serves under an API prefix: the JSON error body, not Django's HTML page."""
+
+    methods = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    async def _unknown(self, body: bytes) -> None:
+        raise LMXError(
+            f"There is no endpoint at {self.scope['method']} {self.scope['path']}. The API's paths are "
+            "/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/rerank.",
+            kind=PATH_NOT_FOUND,
+        )
+
+    get = head = post = put = patch = delete = options = _unknown

@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from inference.api import admin, openai, probes, retrieval, websocket
+from lmx_site.consumers import UnknownPathConsumer
 from monitoring import consumers as monitoring
 
 http_patterns = [
@@ -18,6 +19,7 @@ http_patterns = [
     path("v1/completions", openai.CompletionsConsumer.as_asgi()),
     path("v1/embeddings", retrieval.EmbeddingsConsumer.as_asgi()),
     path("v1/rerank", retrieval.RerankConsumer.as_asgi()),
+    re_path(r"^v1/", UnknownPathConsumer.as_asgi()),  # the JSON 404, not Django's page
 ]
 
 websocket_patterns = [

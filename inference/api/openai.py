@@ -155,7 +155,7 @@ class ChatCompletionsConsumer(GenerationConsumer):
         return envelope(rid, "chat.completion.chunk", created, model, [choice])
 
     def full_choice(self, text):
-        return {"message": {"role": "assistant", "content": text}}
+        return {"message": {"role": "assistant", "content": text, "refusal": None}}
 
 
 class CompletionsConsumer(GenerationConsumer):

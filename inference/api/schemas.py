@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from inference.api import fields
 from inference.errors import InvalidRequest
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -136,6 +137,7 @@ def _stream_options(data: dict, stream: bool) -> bool:
         return False
     if not isinstance(options, dict):
         raise InvalidRequest("Field 'stream_options' must be an object.")
+    fields.refuse_unknown(options, fields.STREAM_OPTIONS, ignored=frozenset(), where="stream_options.")
     if not stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.")
     return _bool(options, "include_usage", False)
@@ -167,6 +169,7 @@ def _content(message: dict, index: int) -> str:
 
 
 def chat_request(data: dict) -> ChatRequest:
+    fields.refuse_unknown(data, fields.CHAT)
     model = _model(data)
     messages = data.get("messages")
     if messages is None:
@@ -177,6 +180,9 @@ def chat_request(data: dict) -> ChatRequest:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidRequest(f"messages[{i}] must be an object with 'role' and 'content'.")
+        fields.refuse_unknown(
+            message, fields.MESSAGE, ignored=fields.MESSAGE_IGNORED, where=f"messages[{i}]."
+        )
         role = message.get("role")
         if role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role '{role}' is unknown; use one of {', '.join(ROLES)}.")
@@ -186,6 +192,7 @@ def chat_request(data: dict) -> ChatRequest:
 
 
 def completion_request(data: dict) -> CompletionRequest:
+    fields.refuse_unknown(data, fields.COMPLETIONS)
     model = _model(data)
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -253,6 +260,7 @@ def _inputs(value) -> list:
 
 
 def embedding_request(data: dict) -> EmbeddingRequest:
+    fields.refuse_unknown(data, fields.EMBEDDINGS)
     model = _model(data)
     if "input" not in data:
         raise InvalidRequest("Missing field 'input': the text (or texts) to embed.")
@@ -264,6 +272,7 @@ def embedding_request(data: dict) -> EmbeddingRequest:
 
 
 def rerank_request(data: dict) -> RerankRequest:
+    fields.refuse_unknown(data, fields.RERANK)
     model = _model(data)
     query = data.get("query")
     if not isinstance(query, str) or not query.strip():
