@@ -60,7 +60,9 @@ async def ensure_model(name: str):
     )
 
 
-def _request(tokens: list[int], params: SamplingParams, context: int) -> GenerationRequest:
+def _request(
+    tokens: list[int], params: SamplingParams, context: int, grammar: str | None
+) -> GenerationRequest:
     room = context - len(tokens)
     if room <= 0:
         raise InvalidRequest(
@@ -84,6 +86,7 @@ def _request(tokens: list[int], params: SamplingParams, context: int) -> Generat
         logit_bias=params.logit_bias,
         timeout_s=conf.get("LMX_REQUEST_TIMEOUT_S"),
         ignore_eos=params.ignore_eos,
+        grammar=grammar,
     )
 
 
@@ -100,7 +103,7 @@ async def start_generation(req: ChatRequest | CompletionRequest):
         bad = [t for t in req.params.logit_bias if not 0 <= t < vocab]
         if bad:
             raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
-    generation = _request(tokens, req.params, loaded.context_length)
+    generation = _request(tokens, req.params, loaded.context_length, getattr(req, "grammar", None))
     return engine.submit(generation, model=loaded), loaded
 
 

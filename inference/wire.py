@@ -30,6 +30,7 @@ class GenerationRequest:
     logit_bias: dict[int, float] | None = None
     timeout_s: float | None = None
     ignore_eos: bool = False
+    grammar: str | None = None  # llguidance grammar the output must follow (structured output)
 
 
 class FinishReason(StrEnum):

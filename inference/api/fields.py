@@ -25,7 +25,7 @@ _SAMPLING = {
     "logit_bias",
     "ignore_eos",  # vLLM's extension: generate to max_tokens (benchmarks)
 }
-CHAT = frozenset({*_SAMPLING, "messages", "max_completion_tokens"})
+CHAT = frozenset({*_SAMPLING, "messages", "max_completion_tokens", "response_format"})
 COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo"})
 EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions"})
 RERANK = frozenset({"model", "query", "documents", "top_n", "return_documents"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from inference import grammars
 from inference.api import fields
 from inference.errors import InvalidRequest
 
@@ -35,6 +36,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     params: SamplingParams
+    grammar: str | None = None  # from response_format: what the output must follow
 
 
 @dataclass
@@ -188,7 +190,44 @@ def chat_request(data: dict) -> ChatRequest:
             raise InvalidRequest(f"messages[{i}].role '{role}' is unknown; use one of {', '.join(ROLES)}.")
         clean.append({"role": "system" if role == "developer" else role, "content": _content(message, i)})
     stream = _bool(data, "stream", False)
-    return ChatRequest(model, clean, stream, _stream_options(data, stream), _params(data))
+    params = _params(data)
+    grammar = _response_format(data.get("response_format"))
+    return ChatRequest(model, clean, stream, _stream_options(data, stream), params, grammar)
+
+
+def _response_format(value) -> str | None:
+    """OpenAI's `response_format` as an llguidance grammar: `json_object` (any JSON object) or
+    `json_schema` (that schema, enforced token by token whatever `strict` says); `text`: none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise InvalidRequest("Field 'response_format' must be an object with a 'type'.")
+    kind = value["type"]
+    fields.refuse_unknown(
+        value, frozenset({"type", "json_schema"}), ignored=frozenset(), where="response_format."
+    )
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return grammars.json_schema({"type": "object"}, where="response_format")
+    if kind != "json_schema":
+        raise InvalidRequest(
+            f"response_format.type '{kind}' is not supported; use 'text', 'json_object' or 'json_schema'."
+        )
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        raise InvalidRequest(
+            "response_format.json_schema must be an object with 'schema' (a JSON schema object)."
+        )
+    fields.refuse_unknown(
+        spec,
+        frozenset({"name", "schema", "strict", "description"}),
+        ignored=frozenset(),
+        where="response_format.json_schema.",
+    )
+    if "strict" in spec and not isinstance(spec["strict"], bool | None):
+        raise InvalidRequest("response_format.json_schema.strict must be true or false.")
+    return grammars.json_schema(spec["schema"], where="response_format.json_schema.schema")
 
 
 def completion_request(data: dict) -> CompletionRequest:

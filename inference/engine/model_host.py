@@ -57,6 +57,7 @@ class ModelHost:
         self.loading: str | None = None
         self.oom_unloaded = False
         self.generator: LMXBatchGenerator | None = None  # the loaded model's batch and prompt caches
+        self._grammar_tokenizer = None  # llguidance's tokenizer for the loaded model, made on first use
 
     def model_for(self, path: str, loaded_at: float | None = None) -> LoadedModel:
         """The loaded model, if it is still the one at `path` (and, given `loaded_at`, the same
@@ -67,6 +68,14 @@ class ModelHost:
         if loaded is None or loaded.spec.path != path or loaded_at not in (None, loaded.loaded_at):
             raise NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
         return loaded
+
+    def grammar_tokenizer(self):
+        """The loaded model's tokenizer as llguidance needs it (made once per load)."""
+        if self._grammar_tokenizer is None:
+            from inference.engine.grammar import tokenizer_for
+
+            self._grammar_tokenizer = tokenizer_for(self.loaded.tokenizer, self.loaded.vocab_size)
+        return self._grammar_tokenizer
 
     def refusal(self) -> LMXError:
         """Why a request cannot run now that no model is loaded."""
@@ -163,6 +172,7 @@ class ModelHost:
             self.generator.close()
         self.loaded = None
         self.generator = None
+        self._grammar_tokenizer = None
         gc.unfreeze()  # the model's objects were frozen with the rest: let them go
         freeze_heap()
         mx.clear_cache()

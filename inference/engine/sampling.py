@@ -3,6 +3,8 @@ processors and stop tokens (engine thread)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 
 from inference.wire import GenerationRequest
@@ -31,14 +33,20 @@ def sampler(request: GenerationRequest):
     return sample
 
 
-def processors(request: GenerationRequest):
+def processors(request: GenerationRequest, *, grammar_tokenizer: Callable[[], object] | None = None):
+    """Penalties and biases, then the grammar's mask (last: nothing may lift a masked token)."""
     from mlx_lm.sample_utils import make_logits_processors
 
-    return make_logits_processors(
+    chain = make_logits_processors(
         logit_bias=request.logit_bias,
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
     )
+    if request.grammar is not None:
+        from inference.engine.grammar import GrammarProcessor
+
+        chain.append(GrammarProcessor(grammar_tokenizer(), request.grammar))
+    return chain
 
 
 def stop_tokens(tokenizer, request: GenerationRequest) -> list[int]:

@@ -18,7 +18,7 @@ from inference.engine.mlx_compat import batch_layers
 from inference.engine.model_host import ModelHost
 from inference.engine.slot import Slot
 from inference.engine.solo import Solo
-from inference.errors import LMXError, LmxTimeout
+from inference.errors import LMXError, LmxTimeout, to_lmx_error
 from inference.wire import EngineCounters
 
 
@@ -44,13 +44,18 @@ class Scheduler:
         if slot.cancelled:
             slot.close()
             return
+        try:  # a grammar the engine cannot follow fails its own request, nothing else
+            processors = sampling.processors(slot.request, grammar_tokenizer=self.host.grammar_tokenizer)
+        except Exception as exc:  # noqa: BLE001 - the request hears why
+            slot.fail(to_lmx_error(exc))
+            return
         if not self.busy:
             self.solo = Solo(
                 loaded,
                 slot,
                 self.host.generator.nearest_cache,
                 sampler=sampling.sampler(slot.request),
-                processors=sampling.processors(slot.request),
+                processors=processors,
                 stop_tokens=set(sampling.stop_tokens(loaded.tokenizer, slot.request)),
             )
             self._count_prompt(slot)
@@ -70,7 +75,7 @@ class Scheduler:
             in_cache=tokens[:cached],
             max_tokens=slot.request.max_tokens,
             sampler=sampling.sampler(slot.request),
-            processors=sampling.processors(slot.request),
+            processors=processors,
         )
         slot.started(cached)
         self._count_prompt(slot)

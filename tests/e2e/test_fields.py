@@ -14,7 +14,6 @@ CHAT_UNHONOURED = {
     "tools": [TOOL],
     "tool_choice": "required",
     "parallel_tool_calls": False,
-    "response_format": {"type": "json_object"},
     "logprobs": True,
     "top_logprobs": 3,
     "functions": [TOOL["function"]],
