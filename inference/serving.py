@@ -95,7 +95,13 @@ async def start_generation(req: ChatRequest | CompletionRequest):
     loaded = await ensure_model(req.model)
     engine = get_engine()
     if isinstance(req, ChatRequest):
-        tokens = await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.CHAT, req.messages))
+        use = req.tools
+        payload = {
+            "messages": req.messages,
+            "tools": use and use.functions,
+            "tool_format": use and use.format,
+        }
+        tokens = await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.CHAT, payload))
     else:
         tokens = await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.TEXT, req.prompt))
     if req.params.logit_bias:
@@ -104,6 +110,8 @@ async def start_generation(req: ChatRequest | CompletionRequest):
         if bad:
             raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
     generation = _request(tokens, req.params, loaded.context_length, getattr(req, "grammar", None))
+    if getattr(req, "tools", None) is not None:
+        generation.tool_format, generation.tools = req.tools.format, req.tools.functions
     return engine.submit(generation, model=loaded), loaded
 
 

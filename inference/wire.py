@@ -31,11 +31,19 @@ class GenerationRequest:
     timeout_s: float | None = None
     ignore_eos: bool = False
     grammar: str | None = None  # llguidance grammar the output must follow (structured output)
+    tool_format: ToolCallFormat | None = None  # how tool calls show in the output, if asked for
+    tools: list[dict] | None = None  # the functions offered (some model families' parsers read them)
+
+
+class ToolCallFormat(StrEnum):
+    MARKED = "marked"  # between the model's tool-call markers, amid text (tool_choice auto)
+    JSON = "json"  # the whole output is the call(s) as JSON, constrained by a grammar (required, named)
 
 
 class FinishReason(StrEnum):
     STOP = "stop"  # end of sequence or a stop string
     LENGTH = "length"  # max_tokens reached
+    TOOL_CALLS = "tool_calls"  # the answer is one or more tool calls
 
 
 @dataclass
@@ -67,6 +75,20 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as OpenAI sends it
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """Tool calls the model made, parsed out of its text (which they never appear in)."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     finish_reason: FinishReason
     stats: Stats
@@ -82,7 +104,7 @@ class Closed:
     """A cancelled request left the engine; nobody reads it any more."""
 
 
-Event = Started | Text | Done | Failed | Closed
+Event = Started | Text | ToolCalls | Done | Failed | Closed
 LAST_EVENTS = (Done, Failed, Closed)
 
 

@@ -25,15 +25,25 @@ _SAMPLING = {
     "logit_bias",
     "ignore_eos",  # vLLM's extension: generate to max_tokens (benchmarks)
 }
-CHAT = frozenset({*_SAMPLING, "messages", "max_completion_tokens", "response_format"})
+CHAT = frozenset(
+    {
+        *_SAMPLING,
+        "messages",
+        "max_completion_tokens",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    }
+)
 COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo"})
 EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions"})
 RERANK = frozenset({"model", "query", "documents", "top_n", "return_documents"})
 STREAM_OPTIONS = frozenset({"include_usage"})
-MESSAGE = frozenset({"role", "content"})
+MESSAGE = frozenset({"role", "content", "tool_calls", "tool_call_id"})
 MESSAGE_IGNORED = frozenset({"name"})  # a participant's name: chat templates have no place for it
 
-_ASKS_NOTHING = {"logprobs": (False,), "tools": ([],), "functions": ([],), "tool_choice": ("none",)}
+_ASKS_NOTHING = {"logprobs": (False,), "functions": ([],)}
 
 
 def _asks_nothing(name: str, value) -> bool:

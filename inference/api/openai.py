@@ -8,7 +8,7 @@ from inference import serving, shutdown, store
 from inference.api import schemas
 from inference.errors import LMXError, error_body
 from inference.runtime import get_engine
-from inference.wire import Done, Failed, Started, Text
+from inference.wire import Done, Failed, Started, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
 
 
@@ -52,11 +52,14 @@ class GenerationConsumer(JsonConsumer):
 
     full_object = ""  # the non-streamed response's object name
 
-    def full_choice(self, text: str) -> dict:
+    def full_choice(self, text: str, calls: list) -> dict:
         raise NotImplementedError
 
-    def full(self, rid: str, model: str, created: int, text: str, finish: str, stats) -> dict:
-        choice = {"index": 0, **self.full_choice(text), "finish_reason": finish, "logprobs": None}
+    def tool_chunks(self, rid: str, model: str, created: int, calls, first_index: int) -> list[dict]:
+        return []  # only chat has tools
+
+    def full(self, rid: str, model: str, created: int, text: str, calls: list, finish: str, stats) -> dict:
+        choice = {"index": 0, **self.full_choice(text, calls), "finish_reason": finish, "logprobs": None}
         return envelope(
             rid,
             self.full_object,
@@ -83,11 +86,13 @@ class GenerationConsumer(JsonConsumer):
 
     async def _complete(self, req, generation, model: str) -> None:
         """JSON: the whole answer in one body."""
-        parts = []
+        parts, calls = [], []
         async for event in generation.events():
             match event:
                 case Text(text):
                     parts.append(text)
+                case ToolCalls(made):
+                    calls += made
                 case Failed(error):
                     raise error
                 case Done(finish, stats):
@@ -96,7 +101,9 @@ class GenerationConsumer(JsonConsumer):
                     if getattr(req, "echo", False):
                         text = req.prompt + text
                     await self.send_json(
-                        self.full(serving.new_id(self.id_prefix), model, serving.now(), text, finish, stats)
+                        self.full(
+                            serving.new_id(self.id_prefix), model, serving.now(), text, calls, finish, stats
+                        )
                     )
 
     async def _stream(self, req, generation, model: str) -> None:
@@ -112,10 +119,15 @@ class GenerationConsumer(JsonConsumer):
         opening = self.chunk(rid, model, created, None, None, first=True)
         if opening is not None:
             await self._send_event(opening)
+        calls_sent = 0
         async for event in events:
             match event:
                 case Text(text):
                     await self._send_event(self.chunk(rid, model, created, text, None, first=False))
+                case ToolCalls(made):
+                    for chunk in self.tool_chunks(rid, model, created, made, calls_sent):
+                        await self._send_event(chunk)
+                    calls_sent += len(made)
                 case Failed(error):
                     await record_error(error, endpoint=self.endpoint, model=model)
                     await self._send_event(error_body(error) | {"id": rid})
@@ -154,8 +166,34 @@ class ChatCompletionsConsumer(GenerationConsumer):
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return envelope(rid, "chat.completion.chunk", created, model, [choice])
 
-    def full_choice(self, text):
-        return {"message": {"role": "assistant", "content": text, "refusal": None}}
+    def full_choice(self, text, calls):
+        message = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+        if calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in calls
+            ]
+        return {"message": message}
+
+    def tool_chunks(self, rid, model, created, calls, first_index):
+        """OpenAI's stream of a call: its id and name with empty arguments, then the arguments."""
+        chunks = []
+        for index, call in enumerate(calls, start=first_index):
+            opening = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            for part in (opening, {"index": index, "function": {"arguments": call.arguments}}):
+                choice = {
+                    "index": 0,
+                    "delta": {"tool_calls": [part]},
+                    "finish_reason": None,
+                    "logprobs": None,
+                }
+                chunks.append(envelope(rid, "chat.completion.chunk", created, model, [choice]))
+        return chunks
 
 
 class CompletionsConsumer(GenerationConsumer):
@@ -172,5 +210,5 @@ class CompletionsConsumer(GenerationConsumer):
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         return envelope(rid, "text_completion", created, model, [choice])
 
-    def full_choice(self, text):
+    def full_choice(self, text, calls):
         return {"text": text}

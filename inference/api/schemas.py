@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from inference import grammars
-from inference.api import fields
+from inference.api import fields, tools
+from inference.api.tools import ToolUse
 from inference.errors import InvalidRequest
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -36,7 +37,8 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     params: SamplingParams
-    grammar: str | None = None  # from response_format: what the output must follow
+    grammar: str | None = None  # from response_format or tool_choice: what the output must follow
+    tools: ToolUse | None = None
 
 
 @dataclass
@@ -188,11 +190,24 @@ def chat_request(data: dict) -> ChatRequest:
         role = message.get("role")
         if role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role '{role}' is unknown; use one of {', '.join(ROLES)}.")
-        clean.append({"role": "system" if role == "developer" else role, "content": _content(message, i)})
+        clean.append(
+            {
+                "role": "system" if role == "developer" else role,
+                "content": _content(message, i),
+                **tools.message_tool_fields(message, i),
+            }
+        )
     stream = _bool(data, "stream", False)
     params = _params(data)
     grammar = _response_format(data.get("response_format"))
-    return ChatRequest(model, clean, stream, _stream_options(data, stream), params, grammar)
+    use = tools.tool_use(data)
+    if use is not None and grammar is not None:
+        raise InvalidRequest(
+            "'response_format' and 'tools' cannot be combined here: send tool_choice 'none' to get the format."
+        )
+    return ChatRequest(
+        model, clean, stream, _stream_options(data, stream), params, grammar or (use and use.grammar), use
+    )
 
 
 def _response_format(value) -> str | None:

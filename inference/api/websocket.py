@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from inference import serving, shutdown
 from inference.api import schemas
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
-from inference.wire import Done, Failed, Text
+from inference.wire import Done, Failed, Text, ToolCalls
 from lmx_site.consumers import DirectDispatch, record_error
 
 log = logging.getLogger("lmx.ws")
@@ -55,6 +55,16 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
                     match event:
                         case Text(text):
                             await self.send(text_data=json.dumps({"token": text}))
+                        case ToolCalls(made):
+                            calls = [
+                                {
+                                    "id": c.id,
+                                    "type": "function",
+                                    "function": {"name": c.name, "arguments": c.arguments},
+                                }
+                                for c in made
+                            ]
+                            await self.send(text_data=json.dumps({"tool_calls": calls}))
                         case Failed(error):
                             raise error
                         case Done(finish, stats):

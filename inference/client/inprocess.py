@@ -99,18 +99,12 @@ class InProcessEngineClient(BaseEngineClient):
         return self.engine.run_on_engine(lambda: fn(self.engine, *args))
 
     def submit(self, request: wire.GenerationRequest, *, model: wire.LoadedInfo) -> Stream:
-        from inference.engine.slot import TaggedSlot
+        from inference.engine.slot import tagged_slot
 
         stream = self._open_stream()
         try:
             tokenizer = self.engine.model_for(model.spec.path).tokenizer
-            slot = TaggedSlot(
-                stream.rid,
-                self._slots,
-                request,
-                detokenizer=tokenizer.detokenizer,
-                eos_token_ids=tokenizer.eos_token_ids,
-            )
+            slot = tagged_slot(stream.rid, self._slots, request, tokenizer)
         except Exception as exc:
             self._streams.pop(stream.rid, None)
             raise exc if isinstance(exc, LMXError) else to_lmx_error(exc) from exc

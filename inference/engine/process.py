@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from inference import wire
-from inference.engine.slot import TaggedSlot
+from inference.engine.slot import TaggedSlot, tagged_slot
 from inference.errors import LMXError, to_lmx_error
 
 log = logging.getLogger("lmx.engine")
@@ -160,13 +160,7 @@ class _Child:
         rid = message.rid
         try:
             tokenizer = self.engine.model_for(message.path).tokenizer
-            slot = TaggedSlot(
-                rid,
-                self.slots,
-                message.request,
-                detokenizer=tokenizer.detokenizer,
-                eos_token_ids=tokenizer.eos_token_ids,
-            )
+            slot = tagged_slot(rid, self.slots, message.request, tokenizer)
             self.slots[rid] = slot
             self.engine.submit(slot)
         except Exception as exc:  # noqa: BLE001 - the request fails, the engine goes on

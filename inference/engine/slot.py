@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from inference.delivery import hand_out, read_events
+from inference.engine.tool_calls import ToolCallExtractor
 from inference.errors import LMXError
 from inference.wire import (
     Closed,
@@ -23,6 +24,7 @@ from inference.wire import (
     Started,
     Stats,
     Text,
+    ToolCalls,
 )
 
 
@@ -70,8 +72,10 @@ class Slot:
         detokenizer,
         eos_token_ids,
         loop: asyncio.AbstractEventLoop | None = None,
+        tool_calls: ToolCallExtractor | None = None,
     ):
         self.request = request
+        self.tool_calls = tool_calls  # when the request offers tools: calls out of the text
         self.detokenizer = detokenizer
         self.eos_token_ids = set(eos_token_ids)
         self.loop = loop or _running_loop()  # None in the engine process: events leave by pipe
@@ -119,12 +123,24 @@ class Slot:
         if finish_reason is not None:
             self.detokenizer.finalize()
         text, hit = self.stop_filter.feed(self.detokenizer.last_segment)
+        ending = hit or finish_reason is not None
         if finish_reason is not None and not hit:
             text += self.stop_filter.flush()
+        calls = []
+        if self.tool_calls is not None:
+            text, calls = self.tool_calls.feed(text)
+            if ending:
+                rest, more = self.tool_calls.finish()
+                text, calls = text + rest, calls + more
         if text:
             self._push(Text(text))
-        if hit or finish_reason is not None:
-            self._finish(FinishReason.LENGTH if not hit and finish_reason == "length" else FinishReason.STOP)
+        if calls:
+            self._push(ToolCalls(tuple(calls)))
+        if ending:
+            reason = FinishReason.LENGTH if not hit and finish_reason == "length" else FinishReason.STOP
+            if reason is FinishReason.STOP and self.tool_calls is not None and self.tool_calls.made:
+                reason = FinishReason.TOOL_CALLS
+            self._finish(reason)
             return True
         return False
 
@@ -184,6 +200,21 @@ class TaggedSlot(Slot):
     def _release(self) -> None:
         self._registry.pop(self.rid, None)
         super()._release()
+
+
+def tagged_slot(rid: int, registry: dict, request: GenerationRequest, tokenizer) -> TaggedSlot:
+    """A request's slot with the loaded model's detokenizer, end tokens and tool-call format."""
+    tool_calls = None
+    if request.tool_format is not None:
+        tool_calls = ToolCallExtractor(request.tool_format, tokenizer, request.tools)
+    return TaggedSlot(
+        rid,
+        registry,
+        request,
+        detokenizer=tokenizer.detokenizer,
+        eos_token_ids=tokenizer.eos_token_ids,
+        tool_calls=tool_calls,
+    )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
