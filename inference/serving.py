@@ -100,6 +100,7 @@ async def start_generation(req: ChatRequest | CompletionRequest):
             "messages": req.messages,
             "tools": use and use.functions,
             "tool_format": use and use.format,
+            "template_kwargs": req.template_kwargs,
         }
         tokens = await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.CHAT, payload))
     else:
@@ -110,8 +111,10 @@ async def start_generation(req: ChatRequest | CompletionRequest):
         if bad:
             raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
     generation = _request(tokens, req.params, loaded.context_length, getattr(req, "grammar", None))
-    if getattr(req, "tools", None) is not None:
-        generation.tool_format, generation.tools = req.tools.format, req.tools.functions
+    if isinstance(req, ChatRequest):
+        generation.split_reasoning = True
+        if req.tools is not None:
+            generation.tool_format, generation.tools = req.tools.format, req.tools.functions
     return engine.submit(generation, model=loaded), loaded
 
 

@@ -33,6 +33,7 @@ class GenerationRequest:
     grammar: str | None = None  # llguidance grammar the output must follow (structured output)
     tool_format: ToolCallFormat | None = None  # how tool calls show in the output, if asked for
     tools: list[dict] | None = None  # the functions offered (some model families' parsers read them)
+    split_reasoning: bool = False  # a chat: thinking-marker text goes to Reasoning events
 
 
 class ToolCallFormat(StrEnum):
@@ -75,6 +76,13 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class Reasoning:
+    """Text the model wrote between its thinking markers (returned as reasoning_content)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     id: str
     name: str
@@ -104,7 +112,7 @@ class Closed:
     """A cancelled request left the engine; nobody reads it any more."""
 
 
-Event = Started | Text | ToolCalls | Done | Failed | Closed
+Event = Started | Text | Reasoning | ToolCalls | Done | Failed | Closed
 LAST_EVENTS = (Done, Failed, Closed)
 
 

@@ -34,6 +34,8 @@ CHAT = frozenset(
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "chat_template_kwargs",
+        "reasoning_effort",
     }
 )
 COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo"})

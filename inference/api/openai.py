@@ -8,7 +8,7 @@ from inference import serving, shutdown, store
 from inference.api import schemas
 from inference.errors import LMXError, error_body
 from inference.runtime import get_engine
-from inference.wire import Done, Failed, Started, Text, ToolCalls
+from inference.wire import Done, Failed, Reasoning, Started, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
 
 
@@ -86,11 +86,13 @@ class GenerationConsumer(JsonConsumer):
 
     async def _complete(self, req, generation, model: str) -> None:
         """JSON: the whole answer in one body."""
-        parts, calls = [], []
+        parts, calls, thoughts = [], [], []
         async for event in generation.events():
             match event:
                 case Text(text):
                     parts.append(text)
+                case Reasoning(text):
+                    thoughts.append(text)
                 case ToolCalls(made):
                     calls += made
                 case Failed(error):
@@ -100,11 +102,12 @@ class GenerationConsumer(JsonConsumer):
                     text = "".join(parts)
                     if getattr(req, "echo", False):
                         text = req.prompt + text
-                    await self.send_json(
-                        self.full(
-                            serving.new_id(self.id_prefix), model, serving.now(), text, calls, finish, stats
-                        )
+                    full = self.full(
+                        serving.new_id(self.id_prefix), model, serving.now(), text, calls, finish, stats
                     )
+                    if thoughts:  # chat only: completions never split reasoning out
+                        full["choices"][0]["message"]["reasoning_content"] = "".join(thoughts)
+                    await self.send_json(full)
 
     async def _stream(self, req, generation, model: str) -> None:
         """SSE: a chunk per step's text, then the finish chunk, usage if asked, and [DONE]."""
@@ -124,6 +127,10 @@ class GenerationConsumer(JsonConsumer):
             match event:
                 case Text(text):
                     await self._send_event(self.chunk(rid, model, created, text, None, first=False))
+                case Reasoning(text):
+                    delta = {"reasoning_content": text}
+                    choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+                    await self._send_event(envelope(rid, self.object_name, created, model, [choice]))
                 case ToolCalls(made):
                     for chunk in self.tool_chunks(rid, model, created, made, calls_sent):
                         await self._send_event(chunk)

@@ -39,6 +39,7 @@ class ChatRequest:
     params: SamplingParams
     grammar: str | None = None  # from response_format or tool_choice: what the output must follow
     tools: ToolUse | None = None
+    template_kwargs: dict = field(default_factory=dict)  # for the chat template (thinking, effort)
 
 
 @dataclass
@@ -206,8 +207,35 @@ def chat_request(data: dict) -> ChatRequest:
             "'response_format' and 'tools' cannot be combined here: send tool_choice 'none' to get the format."
         )
     return ChatRequest(
-        model, clean, stream, _stream_options(data, stream), params, grammar or (use and use.grammar), use
+        model,
+        clean,
+        stream,
+        _stream_options(data, stream),
+        params,
+        grammar or (use and use.grammar),
+        use,
+        _template_kwargs(data),
     )
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def _template_kwargs(data: dict) -> dict:
+    """`chat_template_kwargs` (e.g. {"enable_thinking": false}) and `reasoning_effort`, for the
+    model's chat template: a template that reads them follows them."""
+    kwargs = data.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise InvalidRequest("Field 'chat_template_kwargs' must be an object of template variables.")
+    reserved = {"messages", "tools", "add_generation_prompt", "tokenize"} & set(kwargs)
+    if reserved:
+        raise InvalidRequest(f"chat_template_kwargs may not set {', '.join(sorted(reserved))}.")
+    effort = data.get("reasoning_effort")
+    if effort is not None:
+        if effort not in REASONING_EFFORTS:
+            raise InvalidRequest(f"Field 'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}.")
+        kwargs = {**kwargs, "reasoning_effort": effort}
+    return kwargs
 
 
 def _response_format(value) -> str | None:

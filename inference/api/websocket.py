@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from inference import serving, shutdown
 from inference.api import schemas
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
-from inference.wire import Done, Failed, Text, ToolCalls
+from inference.wire import Done, Failed, Reasoning, Text, ToolCalls
 from lmx_site.consumers import DirectDispatch, record_error
 
 log = logging.getLogger("lmx.ws")
@@ -55,6 +55,8 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
                     match event:
                         case Text(text):
                             await self.send(text_data=json.dumps({"token": text}))
+                        case Reasoning(text):
+                            await self.send(text_data=json.dumps({"reasoning": text}))
                         case ToolCalls(made):
                             calls = [
                                 {

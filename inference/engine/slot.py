@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from inference.delivery import hand_out, read_events
+from inference.engine.reasoning import ReasoningSplitter, splitter_for
 from inference.engine.tool_calls import ToolCallExtractor
 from inference.errors import LMXError
 from inference.wire import (
@@ -21,6 +22,7 @@ from inference.wire import (
     Failed,
     FinishReason,
     GenerationRequest,
+    Reasoning,
     Started,
     Stats,
     Text,
@@ -73,8 +75,10 @@ class Slot:
         eos_token_ids,
         loop: asyncio.AbstractEventLoop | None = None,
         tool_calls: ToolCallExtractor | None = None,
+        reasoning: ReasoningSplitter | None = None,
     ):
         self.request = request
+        self.reasoning = reasoning  # a thinking model's chat: its reasoning out of the answer
         self.tool_calls = tool_calls  # when the request offers tools: calls out of the text
         self.detokenizer = detokenizer
         self.eos_token_ids = set(eos_token_ids)
@@ -126,12 +130,19 @@ class Slot:
         ending = hit or finish_reason is not None
         if finish_reason is not None and not hit:
             text += self.stop_filter.flush()
-        calls = []
+        calls, thought = [], ""
+        if self.reasoning is not None:
+            text, thought = self.reasoning.feed(text)
+            if ending:
+                rest, more = self.reasoning.finish()
+                text, thought = text + rest, thought + more
         if self.tool_calls is not None:
             text, calls = self.tool_calls.feed(text)
             if ending:
                 rest, more = self.tool_calls.finish()
                 text, calls = text + rest, calls + more
+        if thought:
+            self._push(Reasoning(thought))
         if text:
             self._push(Text(text))
         if calls:
@@ -204,9 +215,11 @@ class TaggedSlot(Slot):
 
 def tagged_slot(rid: int, registry: dict, request: GenerationRequest, tokenizer) -> TaggedSlot:
     """A request's slot with the loaded model's detokenizer, end tokens and tool-call format."""
-    tool_calls = None
+    tool_calls = reasoning = None
     if request.tool_format is not None:
         tool_calls = ToolCallExtractor(request.tool_format, tokenizer, request.tools)
+    if request.split_reasoning:
+        reasoning = splitter_for(tokenizer, request.prompt_tokens)
     return TaggedSlot(
         rid,
         registry,
@@ -214,6 +227,7 @@ def tagged_slot(rid: int, registry: dict, request: GenerationRequest, tokenizer)
         detokenizer=tokenizer.detokenizer,
         eos_token_ids=tokenizer.eos_token_ids,
         tool_calls=tool_calls,
+        reasoning=reasoning,
     )
 
 

@@ -10,7 +10,7 @@ from inference.wire import TokenizeKind, ToolCallFormat
 
 
 def tokenize_chat(
-    tokenizer, messages: list[dict], tools: list[dict] | None = None, tool_format=None
+    tokenizer, messages: list[dict], tools: list[dict] | None = None, tool_format=None, template_kwargs=None
 ) -> list[int]:
     """The chat template's prompt. Tools go through the template where it takes them (mlx-lm
     found its model family's tool-call format); any other model is told LMX's generic format in
@@ -27,7 +27,9 @@ def tokenize_chat(
     ):
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return list(tokenizer.encode(text))
-    extra = {"tools": [{"type": "function", "function": f} for f in tools]} if native else {}
+    extra = dict(template_kwargs or {})  # chat_template_kwargs, reasoning_effort
+    if native:
+        extra["tools"] = [{"type": "function", "function": f} for f in tools]
     try:
         return list(
             tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **extra)
@@ -87,7 +89,11 @@ def tokenize(tokenizer, kind: TokenizeKind, payload):
     if kind == TokenizeKind.CHAT:
         if isinstance(payload, dict):
             return tokenize_chat(
-                tokenizer, payload["messages"], payload.get("tools"), payload.get("tool_format")
+                tokenizer,
+                payload["messages"],
+                payload.get("tools"),
+                payload.get("tool_format"),
+                payload.get("template_kwargs"),
             )
         return tokenize_chat(tokenizer, payload)
     if kind == TokenizeKind.TEXT:

@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 
+from inference.engine.markers import MarkedSpans
 from inference.wire import ToolCall, ToolCallFormat
 
 log = logging.getLogger("lmx.engine")
@@ -46,10 +47,9 @@ def parse(text: str, parser, tools) -> list[ToolCall]:
 
 
 class ToolCallExtractor:
-    """Splits a request's text stream into text to show and tool calls.
-
-    `feed(text)` returns (text to emit now, calls completed now); `finish()` the rest. Text that
-    may be the start of a marker is held back, as stop strings are."""
+    """Splits a request's text stream into text to show and tool calls: `feed(text)` returns
+    (text to emit now, calls completed now), `finish()` the rest. Text that may be the start of
+    a marker is held back, as stop strings are."""
 
     def __init__(self, fmt: ToolCallFormat, tokenizer, tools):
         self.fmt = fmt
@@ -58,46 +58,38 @@ class ToolCallExtractor:
         self.start = tokenizer.tool_call_start if native else GENERIC_START
         self.end = tokenizer.tool_call_end if native else GENERIC_END
         self.parser = tokenizer.tool_parser if native else _json_call
-        self.pending = ""  # text not yet emitted: a possible marker start, or a call in progress
-        self.inside = False
+        self.spans = MarkedSpans(self.start, self.end)
+        self.call_text = ""  # the call being written (MARKED), or the whole output (JSON)
         self.made = 0
 
     def feed(self, text: str) -> tuple[str, list[ToolCall]]:
-        self.pending += text
         if self.fmt is ToolCallFormat.JSON:
-            return "", []  # the whole output is the call: parsed at the end
-        shown, calls = "", []
-        while True:
-            if not self.inside:
-                at = self.pending.find(self.start)
-                if at < 0:
-                    keep = _partial_suffix(self.pending, self.start)
-                    shown += self.pending[: len(self.pending) - keep]
-                    self.pending = self.pending[len(self.pending) - keep :]
-                    return shown, calls
-                shown += self.pending[:at]
-                self.pending = self.pending[at + len(self.start) :]
-                self.inside = True
-            else:
-                at = self.pending.find(self.end)
-                if at < 0:
-                    return shown, calls
-                text_back, made = self._parse(
-                    self.pending[:at], raw=self.start + self.pending[:at] + self.end
-                )
-                shown, calls = shown + text_back, calls + made
-                self.pending = self.pending[at + len(self.end) :]
-                self.inside = False
+            self.call_text += text  # the whole output is the call: parsed at the end
+            return "", []
+        return self._take(self.spans.feed(text))
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """What is left when the request ends: a call never closed is parsed if it can be."""
-        rest, self.pending = self.pending, ""
         if self.fmt is ToolCallFormat.JSON:
-            return self._parse(rest, raw=rest)
-        if self.inside:
-            self.inside = False
-            return self._parse(rest, raw=self.start + rest)
-        return rest, []
+            return self._parse(self.call_text, raw=self.call_text)
+        shown, calls = self._take(self.spans.flush())
+        if self.spans.inside and self.call_text:
+            back, made = self._parse(self.call_text, raw=self.start + self.call_text)
+            shown, calls = shown + back, calls + made
+        return shown, calls
+
+    def _take(self, pieces) -> tuple[str, list[ToolCall]]:
+        shown, calls = "", []
+        for inside, piece in pieces:
+            if piece is None:  # a marker: the end one closes a call
+                if inside:
+                    back, made = self._parse(self.call_text, raw=self.start + self.call_text + self.end)
+                    shown, calls, self.call_text = shown + back, calls + made, ""
+            elif inside:
+                self.call_text += piece
+            else:
+                shown += piece
+        return shown, calls
 
     def _parse(self, text: str, *, raw: str) -> tuple[str, list[ToolCall]]:
         """(text to show, calls): a text that is no call is shown as the model wrote it."""
@@ -110,11 +102,3 @@ class ToolCallExtractor:
             return raw, []
         self.made += len(calls)
         return "", calls
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """How many characters at the end of `text` could begin `marker`."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:n]):
-            return n
-    return 0

@@ -18,7 +18,6 @@ CHAT_UNHONOURED = {
     "modalities": ["text"],
     "audio": {"voice": "alloy", "format": "wav"},
     "prediction": {"type": "content", "content": "Paris"},
-    "reasoning_effort": "low",
     "web_search_options": {},
     "verbosity": "low",
 }
@@ -95,3 +94,20 @@ def test_an_unknown_api_path_answers_the_json_error_body(server):
         assert r.status_code == 404 and r.headers["content-type"] == "application/json"
         assert r.json()["error"]["code"] == "invalid-request"
         assert "There is no endpoint at" in r.json()["error"]["message"]
+
+
+def test_template_variables_and_reasoning_effort_reach_the_template(server):
+    """SmolLM2 does not think: its answer stays in content, no reasoning_content appears."""
+    body = {"model": MLX_ID, "messages": QUESTION, "max_tokens": 8, "temperature": 0}
+    with server.client() as http:
+        plain = http.post("/v1/chat/completions", json=body).json()
+        passed = http.post(
+            "/v1/chat/completions",
+            json={**body, "chat_template_kwargs": {"enable_thinking": False}, "reasoning_effort": "low"},
+        ).json()
+        bad = http.post("/v1/chat/completions", json={**body, "reasoning_effort": "extreme"})
+        reserved = http.post("/v1/chat/completions", json={**body, "chat_template_kwargs": {"messages": []}})
+    assert passed["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
+    assert "reasoning_content" not in passed["choices"][0]["message"]
+    assert bad.status_code == 400 and "'reasoning_effort' must be one of" in bad.json()["error"]["message"]
+    assert reserved.status_code == 400 and "may not set messages" in reserved.json()["error"]["message"]

@@ -1,0 +1,95 @@
+"""A thinking model's reasoning goes to reasoning_content, out of its answer (a tiny random Llama
+with SmolLM2's tokenizer plus `<think>` / `</think>` tokens and a template that opens the block)."""
+
+import asyncio
+import json
+import shutil
+
+import pytest
+from tokenizers import AddedToken, Tokenizer
+
+from benchmarks.random_model import build
+from inference.client.inprocess import InProcessEngineClient
+from inference.engine.reasoning import ReasoningSplitter
+from inference.store import describe_mlx_folder
+from inference.wire import Done, GenerationRequest, Reasoning, Text, TokenizeKind
+from tests.conftest import MLX_ID, running_engine
+
+# As Qwen3's template does: thinking on unless the request says enable_thinking=false.
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}"
+    "{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory, model_store):
+    folder = build(
+        "llama-3.1-8b",
+        tmp_path_factory.mktemp("models") / "tiny-thinking",
+        overrides={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "vocab_size": 49160,
+        },
+    )
+    tokenizer = Tokenizer.from_file(str(model_store / MLX_ID / "tokenizer.json"))
+    tokenizer.add_tokens([AddedToken("<think>", normalized=False), AddedToken("</think>", normalized=False)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = json.loads((model_store / MLX_ID / "tokenizer_config.json").read_text())
+    config["chat_template"] = TEMPLATE
+    config.pop("added_tokens_decoder", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    shutil.rmtree(folder / "chat_template.jinja", ignore_errors=True)
+    return describe_mlx_folder(folder, "tiny-thinking")
+
+
+@pytest.fixture(scope="module")
+def client(thinking_model):
+    with running_engine(InProcessEngineClient, max_concurrent=2, max_queue=2) as engine:
+        engine.load(thinking_model).result()
+        yield engine
+
+
+def test_reasoning_and_answer_are_split_wherever_the_text_is_cut(client):
+    tokenizer = client.engine.loaded.tokenizer
+    assert tokenizer.has_thinking and tokenizer.think_start == "<think>"
+    opened = tokenizer.encode("<|im_start|>assistant\n<think>\n", add_special_tokens=False)
+    text = "Two and two.\n</think>\n\nThe answer is 4."
+    for cut in (2, 14, 15, 20, len(text) - 3):
+        splitter = ReasoningSplitter(tokenizer, opened)
+        pieces = [splitter.feed(text[:cut]), splitter.feed(text[cut:]), splitter.finish()]
+        assert "".join(a for a, _ in pieces) == "\n\nThe answer is 4."
+        assert "".join(r for _, r in pieces) == "Two and two.\n"
+    closed = ReasoningSplitter(
+        tokenizer, tokenizer.encode("<think>\n\n</think>\n\n", add_special_tokens=False)
+    )
+    assert closed.feed("Plain answer.") == ("Plain answer.", "")
+
+
+def _events(client, **template_kwargs):
+    async def run():
+        loaded = client.loaded
+        payload = {"messages": [{"role": "user", "content": "Hi"}], "template_kwargs": template_kwargs}
+        prompt = await asyncio.wrap_future(client.tokenize(loaded, TokenizeKind.CHAT, payload))
+        request = GenerationRequest(prompt, 12, temperature=0, ignore_eos=True, split_reasoning=True)
+        return [event async for event in client.submit(request, model=loaded).events()]
+
+    return asyncio.run(run())
+
+
+def test_a_chat_that_opens_thinking_reasons_and_one_that_turns_it_off_answers(client):
+    thinking = _events(client)
+    answering = _events(client, enable_thinking=False)  # chat_template_kwargs reach the template
+    assert isinstance(thinking[-1], Done) and isinstance(answering[-1], Done)
+    reasoned = "".join(e.text for e in thinking if isinstance(e, Reasoning))
+    assert reasoned and not any(isinstance(e, Text) for e in thinking)  # random weights never close it
+    assert "".join(e.text for e in answering if isinstance(e, Text)) and not any(
+        isinstance(e, Reasoning) for e in answering
+    )
