@@ -90,10 +90,21 @@ def _request(
     )
 
 
-async def start_generation(req: ChatRequest | CompletionRequest):
-    """(stream, loaded model) for a validated request; the engine has the request."""
+async def start_generation(req: ChatRequest):
+    """(stream, loaded model) for a validated chat request; the engine has the request."""
+    streams, loaded = await start_generations(req)
+    return streams[0], loaded
+
+
+async def start_generations(req: ChatRequest | CompletionRequest):
+    """(streams, loaded model): one stream per prompt (a chat has one; completions may have
+    several, each a choice), all in the engine's batch."""
     loaded = await ensure_model(req.model)
     engine = get_engine()
+    if req.params.logit_bias:
+        bad = [t for t in req.params.logit_bias if not 0 <= t < loaded.vocab_size]
+        if bad:
+            raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
     if isinstance(req, ChatRequest):
         use = req.tools
         payload = {
@@ -102,20 +113,35 @@ async def start_generation(req: ChatRequest | CompletionRequest):
             "tool_format": use and use.format,
             "template_kwargs": req.template_kwargs,
         }
-        tokens = await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.CHAT, payload))
+        token_lists = [await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.CHAT, payload))]
     else:
-        tokens = await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.TEXT, req.prompt))
-    if req.params.logit_bias:
-        vocab = loaded.vocab_size
-        bad = [t for t in req.params.logit_bias if not 0 <= t < vocab]
-        if bad:
-            raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
-    generation = _request(tokens, req.params, loaded.context_length, getattr(req, "grammar", None))
+        texts = [p for p in req.prompts if isinstance(p, str)]
+        encoded = iter(
+            await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.TEXTS, texts)) if texts else []
+        )
+        token_lists = [next(encoded) if isinstance(p, str) else p for p in req.prompts]
+        for i, tokens in enumerate(token_lists):
+            if max(tokens) >= loaded.vocab_size:
+                raise InvalidRequest(
+                    f"prompt[{i}] has token ids outside the vocabulary ({loaded.vocab_size})."
+                )
+    generations = [
+        _request(tokens, req.params, loaded.context_length, getattr(req, "grammar", None))
+        for tokens in token_lists
+    ]
     if isinstance(req, ChatRequest):
-        generation.split_reasoning = True
+        generations[0].split_reasoning = True
         if req.tools is not None:
-            generation.tool_format, generation.tools = req.tools.format, req.tools.functions
-    return engine.submit(generation, model=loaded), loaded
+            generations[0].tool_format, generations[0].tools = req.tools.format, req.tools.functions
+    streams = []
+    try:
+        for generation in generations:
+            streams.append(engine.submit(generation, model=loaded))
+    except Exception:
+        for stream in streams:  # all or none: the client gets one answer
+            stream.cancel()
+        raise
+    return streams, loaded
 
 
 def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:
@@ -132,6 +158,20 @@ def usage(stats: Stats) -> dict:
         "completion_tokens": stats.completion_tokens,
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+    }
+
+
+def usage_sum(all_stats: list[Stats]) -> dict:
+    """One usage for several choices: their tokens added up."""
+    usages = [usage(stats) for stats in all_stats]
+    prompt = sum(u["prompt_tokens"] for u in usages)
+    completion = sum(u["completion_tokens"] for u in usages)
+    cached = sum(u["prompt_tokens_details"]["cached_tokens"] for u in usages)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
     }
 
 

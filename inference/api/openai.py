@@ -74,15 +74,18 @@ class GenerationConsumer(JsonConsumer):
         shutdown.track(asyncio.current_task())
         req = self.parse(self.parse_json(body))
         self.model_name = req.model
-        generation, loaded = await serving.start_generation(req)
+        streams, loaded = await serving.start_generations(req)
         self.model_name = loaded.spec.id
         try:
-            if req.stream:
-                await self._stream(req, generation, loaded.spec.id)
+            if len(streams) > 1:  # completions with several prompts: a choice each
+                await (self._stream_many if req.stream else self._complete_many)(req, streams, loaded.spec.id)
+            elif req.stream:
+                await self._stream(req, streams[0], loaded.spec.id)
             else:
-                await self._complete(req, generation, loaded.spec.id)
+                await self._complete(req, streams[0], loaded.spec.id)
         finally:
-            generation.cancel()  # no-op when finished; stops generation when the client went away
+            for stream in streams:  # no-op when finished; stops generation when the client went away
+                stream.cancel()
 
     async def _complete(self, req, generation, model: str) -> None:
         """JSON: the whole answer in one body."""
@@ -146,6 +149,81 @@ class GenerationConsumer(JsonConsumer):
                             envelope(rid, self.object_name, created, model, [], usage=serving.usage(stats))
                         )
         await self.send_body(b"data: [DONE]\n\n", more_body=False)
+
+    async def _complete_many(self, req, streams, model: str) -> None:
+        """JSON, several prompts: the choices in the prompts' order, usage added up."""
+
+        async def collect(stream):
+            parts = []
+            async for event in stream.events():
+                match event:
+                    case Text(text):
+                        parts.append(text)
+                    case Failed(error):
+                        raise error
+                    case Done(finish, stats):
+                        serving.log_completion(
+                            model, stats, endpoint=self.scope["path"], finish_reason=finish
+                        )
+                        return "".join(parts), finish, stats
+
+        results = await asyncio.gather(*(collect(stream) for stream in streams))
+        choices = [
+            {
+                "index": i,
+                **self.full_choice(req.prompts[i] + text if req.echo else text, []),
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            for i, (text, finish, _) in enumerate(results)
+        ]
+        usage = serving.usage_sum([stats for _, _, stats in results])
+        stats = [stats.as_dict() for _, _, stats in results]
+        rid, created = serving.new_id(self.id_prefix), serving.now()
+        await self.send_json(
+            envelope(rid, self.full_object, created, model, choices, usage=usage, stats=stats)
+        )
+
+    async def _stream_many(self, req, streams, model: str) -> None:
+        """SSE, several prompts: each chunk names its choice's index, as OpenAI's do."""
+        rid, created = serving.new_id(self.id_prefix), serving.now()
+        merged: asyncio.Queue = asyncio.Queue()
+
+        async def pump(index, stream):
+            async for event in stream.events():
+                await merged.put((index, event))
+
+        pumps = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+        try:
+            await self.send_headers(status=200, headers=SSE_HEADERS)
+            ended, finished = 0, []
+            while ended < len(streams):
+                index, event = await merged.get()
+                match event:
+                    case Text(text):
+                        await self._send_event(self.indexed_chunk(rid, model, created, index, text, None))
+                    case Failed(error):
+                        await record_error(error, endpoint=self.endpoint, model=model)
+                        await self._send_event(error_body(error) | {"id": rid})
+                        break
+                    case Done(finish, stats):
+                        ended += 1
+                        finished.append(stats)
+                        serving.log_completion(
+                            model, stats, endpoint=self.scope["path"], finish_reason=finish
+                        )
+                        await self._send_event(self.indexed_chunk(rid, model, created, index, None, finish))
+            else:
+                if req.include_usage:
+                    usage = serving.usage_sum(finished)
+                    await self._send_event(envelope(rid, self.object_name, created, model, [], usage=usage))
+            await self.send_body(b"data: [DONE]\n\n", more_body=False)
+        finally:
+            for task in pumps:
+                task.cancel()
+
+    def indexed_chunk(self, rid, model, created, index, text, finish) -> dict:
+        raise NotImplementedError
 
     async def _send_event(self, payload: dict) -> None:
         await self.send_body(sse_frame(payload), more_body=True)
@@ -219,3 +297,7 @@ class CompletionsConsumer(GenerationConsumer):
 
     def full_choice(self, text, calls):
         return {"text": text}
+
+    def indexed_chunk(self, rid, model, created, index, text, finish):
+        choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return envelope(rid, "text_completion", created, model, [choice])

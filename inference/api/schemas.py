@@ -45,12 +45,19 @@ class ChatRequest:
 @dataclass
 class CompletionRequest:
     model: str
-    prompt: str
+    prompts: list  # each a string or a list of token ids: one choice per prompt, in order
     stream: bool
     include_usage: bool
     params: SamplingParams
     echo: bool = False
     extra: dict = field(default_factory=dict)
+
+    @property
+    def prompt(self):
+        return self.prompts[0]
+
+
+MAX_PROMPTS = 64
 
 
 def _number(data: dict, name: str, default, lo: float, hi: float, *, integer: bool = False):
@@ -276,19 +283,42 @@ def _response_format(value) -> str | None:
 def completion_request(data: dict) -> CompletionRequest:
     fields.refuse_unknown(data, fields.COMPLETIONS)
     model = _model(data)
-    prompt = data.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
+    prompts = _prompts(data.get("prompt"))
+    echo = _bool(data, "echo", False)
+    if echo and any(not isinstance(p, str) for p in prompts):
+        raise InvalidRequest("'echo' needs text prompts; token id prompts are not echoed.")
+    stream = _bool(data, "stream", False)
+    return CompletionRequest(model, prompts, stream, _stream_options(data, stream), _params(data), echo=echo)
+
+
+def _is_ids(value) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _prompts(prompt) -> list:
+    """OpenAI's `prompt`: a string, a list of strings, a list of token ids, or a list of those."""
     if prompt is None:
         raise InvalidRequest("Missing field 'prompt'.")
-    if not isinstance(prompt, str):
-        raise InvalidRequest("Field 'prompt' must be a string (or a list with one string).")
-    if not prompt:
-        raise InvalidRequest("Field 'prompt' is empty.")
-    stream = _bool(data, "stream", False)
-    return CompletionRequest(
-        model, prompt, stream, _stream_options(data, stream), _params(data), echo=_bool(data, "echo", False)
-    )
+    if isinstance(prompt, str) or (_is_ids(prompt) and prompt):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) or _is_ids(p) for p in prompt):
+        prompts = prompt
+    else:
+        raise InvalidRequest(
+            "Field 'prompt' must be a string, a list of strings, a list of token ids or a list of such lists."
+        )
+    if len(prompts) > MAX_PROMPTS:
+        raise InvalidRequest(
+            f"Field 'prompt' takes at most {MAX_PROMPTS} prompts; send the rest in another request."
+        )
+    for i, item in enumerate(prompts):
+        if not item:
+            raise InvalidRequest(
+                "Field 'prompt' is empty." if len(prompts) == 1 else f"prompt[{i}] is empty."
+            )
+        if not isinstance(item, str) and min(item) < 0:
+            raise InvalidRequest(f"prompt[{i}] has a negative token id.")
+    return prompts
 
 
 MAX_INPUTS = 2048
