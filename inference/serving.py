@@ -87,6 +87,7 @@ def _request(
         timeout_s=conf.get("LMX_REQUEST_TIMEOUT_S"),
         ignore_eos=params.ignore_eos,
         grammar=grammar,
+        logprobs=params.logprobs,
     )
 
 

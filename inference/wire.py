@@ -34,6 +34,7 @@ class GenerationRequest:
     tool_format: ToolCallFormat | None = None  # how tool calls show in the output, if asked for
     tools: list[dict] | None = None  # the functions offered (some model families' parsers read them)
     split_reasoning: bool = False  # a chat: thinking-marker text goes to Reasoning events
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives
 
 
 class ToolCallFormat(StrEnum):
@@ -83,6 +84,22 @@ class Reasoning:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token's log-probability (log-softmax of the logits it was sampled from, before
+    temperature), and the most likely alternatives at that step, best first."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Logprobs:
+    entries: tuple[TokenLogprob, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     id: str
     name: str
@@ -112,7 +129,7 @@ class Closed:
     """A cancelled request left the engine; nobody reads it any more."""
 
 
-Event = Started | Text | Reasoning | ToolCalls | Done | Failed | Closed
+Event = Started | Text | Reasoning | Logprobs | ToolCalls | Done | Failed | Closed
 LAST_EVENTS = (Done, Failed, Closed)
 
 

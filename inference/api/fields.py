@@ -36,9 +36,11 @@ CHAT = frozenset(
         "parallel_tool_calls",
         "chat_template_kwargs",
         "reasoning_effort",
+        "logprobs",
+        "top_logprobs",
     }
 )
-COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo"})
+COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo", "logprobs"})
 EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions"})
 RERANK = frozenset({"model", "query", "documents", "top_n", "return_documents"})
 STREAM_OPTIONS = frozenset({"include_usage"})

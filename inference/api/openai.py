@@ -8,7 +8,7 @@ from inference import serving, shutdown, store
 from inference.api import schemas
 from inference.errors import LMXError, error_body
 from inference.runtime import get_engine
-from inference.wire import Done, Failed, Reasoning, Started, Text, ToolCalls
+from inference.wire import Done, Failed, Logprobs, Reasoning, Started, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
 
 
@@ -89,11 +89,13 @@ class GenerationConsumer(JsonConsumer):
 
     async def _complete(self, req, generation, model: str) -> None:
         """JSON: the whole answer in one body."""
-        parts, calls, thoughts = [], [], []
+        parts, calls, thoughts, entries = [], [], [], []
         async for event in generation.events():
             match event:
                 case Text(text):
                     parts.append(text)
+                case Logprobs(got):
+                    entries += got
                 case Reasoning(text):
                     thoughts.append(text)
                 case ToolCalls(made):
@@ -110,6 +112,8 @@ class GenerationConsumer(JsonConsumer):
                     )
                     if thoughts:  # chat only: completions never split reasoning out
                         full["choices"][0]["message"]["reasoning_content"] = "".join(thoughts)
+                    if req.params.logprobs is not None:
+                        full["choices"][0]["logprobs"] = self.logprobs_body(entries, 0)
                     await self.send_json(full)
 
     async def _stream(self, req, generation, model: str) -> None:
@@ -125,11 +129,18 @@ class GenerationConsumer(JsonConsumer):
         opening = self.chunk(rid, model, created, None, None, first=True)
         if opening is not None:
             await self._send_event(opening)
-        calls_sent = 0
+        calls_sent, pending, offset = 0, [], 0
         async for event in events:
             match event:
                 case Text(text):
-                    await self._send_event(self.chunk(rid, model, created, text, None, first=False))
+                    chunk = self.chunk(rid, model, created, text, None, first=False)
+                    if pending:  # the log-probabilities of the tokens this text came from
+                        chunk["choices"][0]["logprobs"] = self.logprobs_body(pending, offset)
+                        pending = []
+                    offset += len(text)
+                    await self._send_event(chunk)
+                case Logprobs(got):
+                    pending += got
                 case Reasoning(text):
                     delta = {"reasoning_content": text}
                     choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
@@ -143,6 +154,10 @@ class GenerationConsumer(JsonConsumer):
                     await self._send_event(error_body(error) | {"id": rid})
                 case Done(finish, stats):
                     serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
+                    if pending:  # tokens whose text was held back (a stop string's start)
+                        chunk = self.chunk(rid, model, created, None, None, first=False)
+                        chunk["choices"][0]["logprobs"] = self.logprobs_body(pending, offset)
+                        await self._send_event(chunk)
                     await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
                     if req.include_usage:
                         await self._send_event(
@@ -154,31 +169,34 @@ class GenerationConsumer(JsonConsumer):
         """JSON, several prompts: the choices in the prompts' order, usage added up."""
 
         async def collect(stream):
-            parts = []
+            parts, entries = [], []
             async for event in stream.events():
                 match event:
                     case Text(text):
                         parts.append(text)
+                    case Logprobs(got):
+                        entries += got
                     case Failed(error):
                         raise error
                     case Done(finish, stats):
                         serving.log_completion(
                             model, stats, endpoint=self.scope["path"], finish_reason=finish
                         )
-                        return "".join(parts), finish, stats
+                        return "".join(parts), finish, stats, entries
 
         results = await asyncio.gather(*(collect(stream) for stream in streams))
+        wanted = req.params.logprobs is not None
         choices = [
             {
                 "index": i,
                 **self.full_choice(req.prompts[i] + text if req.echo else text, []),
                 "finish_reason": finish,
-                "logprobs": None,
+                "logprobs": self.logprobs_body(entries, 0) if wanted else None,
             }
-            for i, (text, finish, _) in enumerate(results)
+            for i, (text, finish, _, entries) in enumerate(results)
         ]
-        usage = serving.usage_sum([stats for _, _, stats in results])
-        stats = [stats.as_dict() for _, _, stats in results]
+        usage = serving.usage_sum([result[2] for result in results])
+        stats = [result[2].as_dict() for result in results]
         rid, created = serving.new_id(self.id_prefix), serving.now()
         await self.send_json(
             envelope(rid, self.full_object, created, model, choices, usage=usage, stats=stats)
@@ -197,11 +215,22 @@ class GenerationConsumer(JsonConsumer):
         try:
             await self.send_headers(status=200, headers=SSE_HEADERS)
             ended, finished = 0, []
+            pending = {i: [] for i in range(len(streams))}
+            offsets = dict.fromkeys(pending, 0)
             while ended < len(streams):
                 index, event = await merged.get()
                 match event:
+                    case Logprobs(got):
+                        pending[index] += got
                     case Text(text):
-                        await self._send_event(self.indexed_chunk(rid, model, created, index, text, None))
+                        chunk = self.indexed_chunk(rid, model, created, index, text, None)
+                        if pending[index]:
+                            chunk["choices"][0]["logprobs"] = self.logprobs_body(
+                                pending[index], offsets[index]
+                            )
+                            pending[index] = []
+                        offsets[index] += len(text)
+                        await self._send_event(chunk)
                     case Failed(error):
                         await record_error(error, endpoint=self.endpoint, model=model)
                         await self._send_event(error_body(error) | {"id": rid})
@@ -212,7 +241,12 @@ class GenerationConsumer(JsonConsumer):
                         serving.log_completion(
                             model, stats, endpoint=self.scope["path"], finish_reason=finish
                         )
-                        await self._send_event(self.indexed_chunk(rid, model, created, index, None, finish))
+                        chunk = self.indexed_chunk(rid, model, created, index, None, finish)
+                        if pending[index]:
+                            chunk["choices"][0]["logprobs"] = self.logprobs_body(
+                                pending[index], offsets[index]
+                            )
+                        await self._send_event(chunk)
             else:
                 if req.include_usage:
                     usage = serving.usage_sum(finished)
@@ -223,6 +257,10 @@ class GenerationConsumer(JsonConsumer):
                 task.cancel()
 
     def indexed_chunk(self, rid, model, created, index, text, finish) -> dict:
+        raise NotImplementedError
+
+    def logprobs_body(self, entries, offset: int) -> dict:
+        """A choice's `logprobs` in this API's shape."""
         raise NotImplementedError
 
     async def _send_event(self, payload: dict) -> None:
@@ -259,6 +297,15 @@ class ChatCompletionsConsumer(GenerationConsumer):
                 for c in calls
             ]
         return {"message": message}
+
+    def logprobs_body(self, entries, offset):
+        def one(token, logprob, raw):
+            return {"token": token, "logprob": logprob, "bytes": list(raw)}
+
+        content = [
+            one(e.token, e.logprob, e.bytes) | {"top_logprobs": [one(*alt) for alt in e.top]} for e in entries
+        ]
+        return {"content": content, "refusal": None}
 
     def tool_chunks(self, rid, model, created, calls, first_index):
         """OpenAI's stream of a call: its id and name with empty arguments, then the arguments."""
@@ -301,3 +348,16 @@ class CompletionsConsumer(GenerationConsumer):
     def indexed_chunk(self, rid, model, created, index, text, finish):
         choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
         return envelope(rid, "text_completion", created, model, [choice])
+
+    def logprobs_body(self, entries, offset):
+        """OpenAI's legacy shape: parallel lists, and each token's text offset in the choice."""
+        offsets = []
+        for entry in entries:
+            offsets.append(offset)
+            offset += len(entry.token)
+        return {
+            "tokens": [e.token for e in entries],
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{token: logprob for token, logprob, _ in e.top} for e in entries],
+            "text_offset": offsets,
+        }

@@ -28,6 +28,7 @@ class SamplingParams:
     frequency_penalty: float | None
     logit_bias: dict[int, float] | None
     ignore_eos: bool = False
+    logprobs: int | None = None  # report log-probabilities, with this many alternatives a token
 
 
 @dataclass
@@ -207,6 +208,7 @@ def chat_request(data: dict) -> ChatRequest:
         )
     stream = _bool(data, "stream", False)
     params = _params(data)
+    params.logprobs = _chat_logprobs(data)
     grammar = _response_format(data.get("response_format"))
     use = tools.tool_use(data)
     if use is not None and grammar is not None:
@@ -226,6 +228,15 @@ def chat_request(data: dict) -> ChatRequest:
 
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def _chat_logprobs(data: dict) -> int | None:
+    """Chat's `logprobs` (true/false) and `top_logprobs` (0-20, needs logprobs)."""
+    wanted = _bool(data, "logprobs", False)
+    top = _number(data, "top_logprobs", None, 0, 20, integer=True)
+    if top is not None and not wanted:
+        raise InvalidRequest("Field 'top_logprobs' needs 'logprobs': true.")
+    return (top or 0) if wanted else None
 
 
 def _template_kwargs(data: dict) -> dict:
@@ -288,7 +299,13 @@ def completion_request(data: dict) -> CompletionRequest:
     if echo and any(not isinstance(p, str) for p in prompts):
         raise InvalidRequest("'echo' needs text prompts; token id prompts are not echoed.")
     stream = _bool(data, "stream", False)
-    return CompletionRequest(model, prompts, stream, _stream_options(data, stream), _params(data), echo=echo)
+    params = _params(data)
+    params.logprobs = _number(data, "logprobs", None, 0, 5, integer=True)
+    if echo and params.logprobs is not None:
+        raise InvalidRequest(
+            "'echo' with 'logprobs' (the prompt's log-probabilities) is not supported by LMX yet."
+        )
+    return CompletionRequest(model, prompts, stream, _stream_options(data, stream), params, echo=echo)
 
 
 def _is_ids(value) -> bool:

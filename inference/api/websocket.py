@@ -47,6 +47,10 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
             if not isinstance(data, dict):
                 raise InvalidRequest("The message must be a JSON object (a chat-completions body).")
             req = schemas.chat_request(data)
+            if req.params.logprobs is not None:
+                raise InvalidRequest(
+                    "Field 'logprobs' is not sent over the WebSocket; use POST /v1/chat/completions for it."
+                )
             model = req.model
             generation, loaded = await serving.start_generation(req)
             model = loaded.spec.id

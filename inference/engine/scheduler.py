@@ -105,7 +105,7 @@ class Scheduler:
         if self._reap(solo.slot):
             return
         token, finish = solo.handoff()
-        if self._deliver(solo.slot, token, finish):
+        if self._deliver(solo.slot, token, finish, solo.last_logprobs):
             self._remember(solo.tokens, solo.cache)
             return
         uid = self._insert(
@@ -144,10 +144,10 @@ class Scheduler:
         self.running.clear()
         self.waiting.clear()
 
-    def _deliver(self, slot: Slot, token: int, finish: str | None) -> bool:
-        """Send a token; True when the request is over."""
+    def _deliver(self, slot: Slot, token: int, finish: str | None, logprobs=None) -> bool:
+        """Send a token (with the log-probabilities it was sampled from); True when the request is over."""
         self.counters.generated_tokens += 1
-        done = slot.add_token(token, finish)
+        done = slot.add_token(token, finish, logprobs)
         if finish is not None or done:
             self.counters.completed += 1
             return True
@@ -181,7 +181,7 @@ class Scheduler:
             return
         token, finish = solo.step()
         self.counters.steps += 1
-        if self._deliver(solo.slot, token, finish):
+        if self._deliver(solo.slot, token, finish, solo.last_logprobs):
             self.solo = None
             self._remember(solo.tokens, solo.cache)
 
@@ -199,7 +199,7 @@ class Scheduler:
         finished = []  # ended by a stop string: still in mlx-lm's batch
         for r in gen_responses:
             slot = self.running.get(r.uid)
-            if slot is None or not self._deliver(slot, r.token, r.finish_reason):
+            if slot is None or not self._deliver(slot, r.token, r.finish_reason, r.logprobs):
                 continue
             if r.finish_reason is not None:  # mlx-lm has already dropped it
                 self._remember(r.all_tokens, r.prompt_cache)

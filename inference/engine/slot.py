@@ -22,10 +22,12 @@ from inference.wire import (
     Failed,
     FinishReason,
     GenerationRequest,
+    Logprobs,
     Reasoning,
     Started,
     Stats,
     Text,
+    TokenLogprob,
     ToolCalls,
 )
 
@@ -76,8 +78,10 @@ class Slot:
         loop: asyncio.AbstractEventLoop | None = None,
         tool_calls: ToolCallExtractor | None = None,
         reasoning: ReasoningSplitter | None = None,
+        token_text: Callable[[int], str] | None = None,
     ):
         self.request = request
+        self.token_text = token_text  # one token's text, for log-probabilities
         self.reasoning = reasoning  # a thinking model's chat: its reasoning out of the answer
         self.tool_calls = tool_calls  # when the request offers tools: calls out of the text
         self.detokenizer = detokenizer
@@ -116,14 +120,19 @@ class Slot:
     def prompt_progress(self, done: int, total: int) -> None:
         pass  # prompt progress is not reported to clients yet
 
-    def add_token(self, token: int, finish_reason: str | None) -> bool:
-        """Returns True when a stop string ended the request (the batch must drop it)."""
+    def add_token(self, token: int, finish_reason: str | None, logprobs=None) -> bool:
+        """Returns True when a stop string ended the request (the batch must drop it).
+        `logprobs`: the distribution the token was sampled from (for a request that asks)."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         is_eos = finish_reason == "stop" and token in self.eos_token_ids
         if not is_eos:
             self.generated += 1
             self.detokenizer.add_token(token)
+            if self.request.logprobs is not None and logprobs is not None and self.token_text is not None:
+                self._push(
+                    Logprobs((token_logprob(logprobs, token, self.request.logprobs, self.token_text),))
+                )
         if finish_reason is not None:
             self.detokenizer.finalize()
         text, hit = self.stop_filter.feed(self.detokenizer.last_segment)
@@ -213,6 +222,25 @@ class TaggedSlot(Slot):
         super()._release()
 
 
+def token_logprob(logprobs, token: int, top: int, token_text) -> TokenLogprob:
+    """The sampled token's log-probability and the `top` most likely tokens, read to the host."""
+    import mlx.core as mx
+
+    row = logprobs.reshape(-1)
+    chosen = row[token].item()
+    best = []
+    if top:
+        ids = mx.argpartition(-row, top - 1)[:top]
+        best = sorted(zip(ids.tolist(), row[ids].tolist(), strict=True), key=lambda pair: -pair[1])
+
+    def entry(t: int, value: float):
+        text = token_text(t)
+        return text, value, tuple(text.encode())
+
+    text = token_text(token)
+    return TokenLogprob(text, chosen, tuple(text.encode()), tuple(entry(t, v) for t, v in best))
+
+
 def tagged_slot(rid: int, registry: dict, request: GenerationRequest, tokenizer) -> TaggedSlot:
     """A request's slot with the loaded model's detokenizer, end tokens and tool-call format."""
     tool_calls = reasoning = None
@@ -228,6 +256,7 @@ def tagged_slot(rid: int, registry: dict, request: GenerationRequest, tokenizer)
         eos_token_ids=tokenizer.eos_token_ids,
         tool_calls=tool_calls,
         reasoning=reasoning,
+        token_text=lambda token: tokenizer.decode([token]),
     )
 
 

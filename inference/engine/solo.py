@@ -124,6 +124,7 @@ class Solo:
         logprobs = logits - mx.logsumexp(logits, keepdims=True)
         sampled = (self.sampler or _greedy)(logprobs)
         mx.async_eval(sampled)
+        self.pending_logprobs = logprobs  # of the token being sampled, for a request that asks
         return sampled
 
     def _take(self) -> tuple[int, str | None]:
@@ -136,7 +137,7 @@ class Solo:
 
     def step(self) -> tuple[int, str | None]:
         """Send the pending token; the one after it is computed meanwhile."""
-        current = self.pending
+        current, self.last_logprobs = self.pending, self.pending_logprobs
         following = self._feed(current) if self.remaining > 1 else None
         token, finish = self._take()
         if following is not None:
@@ -147,4 +148,5 @@ class Solo:
     def handoff(self) -> tuple[int, str | None]:
         """The pending token, for the caller to send before it inserts the rest into the batch
         with `cache` (which holds `tokens`) and that token as the prompt."""
+        self.last_logprobs = self.pending_logprobs
         return self._take()
