@@ -111,7 +111,7 @@ def test_bad_bodies_get_invalid_request_and_are_recorded(server, server_db, path
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/rerank"])
 def test_unknown_and_unloaded_models_get_their_codes(server, path):
-    body = {"input": PARIS, "query": "q", "documents": [PARIS]}
+    body = {"input": PARIS} if path == "/v1/embeddings" else {"query": "q", "documents": [PARIS]}
     with server.client() as http:
         unknown = http.post(path, json={"model": "text-embedding-3-small", **body})
         idle = http.post(path, json={"model": GGUF_ID, **body})
