@@ -100,6 +100,11 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
             lines.append(
                 f"| the MLX-native model again, right after | {_f(lmx.gguf_native_decode_tps)} | | | | |"
             )
+    for n, (free, constrained) in sorted(lmx.structured.items()) if lmx else ():
+        lines.append(
+            f"| structured output (json_schema), {n} stream{'s' if n > 1 else ''}, tok/s "
+            f"| {_f(constrained)} | | | {_ratio(constrained, free)} of unconstrained ({_f(free)}) | |"
+        )
     lines += trial_lines(opts, lmx, inproc)
     errors = {k: v.errors for k, v in results.items() if v.errors}
     if errors:
@@ -166,6 +171,13 @@ def targets(opts, lmx, inproc, peer) -> list[str]:
         out.append(
             f"/readyz p99 < 2 ms under {most} streams: {lmx.readyz_ms[1]:.2f} ms — {mark(lmx.readyz_ms[1] < 2)}"
         )
+    for n, (free, constrained) in sorted(lmx.structured.items()) if lmx else ():
+        if free and constrained:
+            ratio = constrained / free
+            out.append(
+                f"structured output ≥ 0.95 × unconstrained, {n} stream{'s' if n > 1 else ''}: "
+                f"{ratio:.2f}× — {mark(ratio >= 0.95)}"
+            )
     return out
 
 

@@ -56,6 +56,8 @@ class SystemResult:
     gguf_decode_tps: float | None = None
     gguf_native_decode_tps: float | None = None  # the MLX-native copy, reloaded right after the GGUF
     decode_trials: list[float | None] = field(default_factory=list)  # one-stream tok/s, in trial order
+    # streams -> (tok/s unconstrained, tok/s with a json_schema response_format), chat, aggregate
+    structured: dict[int, tuple[float, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -189,9 +191,54 @@ def measure_server(
             if firsts:
                 result.first_token_ms = (firsts[0], statistics.median(firsts), firsts[-1])
 
+    if lmx:
+        for n in sorted({1, most}):
+            rates = _structured(base, model, prompts, opts, n)
+            if rates is not None:
+                result.structured[n] = rates
     result.turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=24))
     result.seen_turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=40))
     return result
+
+
+# A string longer than any run generates: the grammar stays inside it, so every token is masked.
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"story": {"type": "string", "minLength": 100_000}},
+    "required": ["story"],
+}
+
+
+def chat_body(model: str, text: str, max_tokens: int, *, schema: dict | None = None) -> dict:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    if schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "story", "schema": schema}}
+    return body
+
+
+def _structured(base: str, model: str, prompts: Prompts, opts: Options, n: int) -> tuple[float, float] | None:
+    """Aggregate decode tok/s of n chat streams without and with a json_schema, taking turns
+    twice (medians); None where the model cannot follow a JSON grammar (a word-level test
+    vocabulary has no '{')."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for constrained in (False, True, False, True):
+        schema = STORY_SCHEMA if constrained else None
+        bodies = [
+            chat_body(model, prompts.make(opts.sweep_prompt_tokens)[0], opts.gen_tokens, schema=schema)
+            for _ in range(n)
+        ]
+        results, wall = asyncio.run(http_load.run_streams(base, "/v1/chat/completions", bodies))
+        if any(r.error for r in results):
+            return None
+        rates[constrained].append(sum(r.tokens for r in results) / wall)
+    return statistics.median(rates[False]), statistics.median(rates[True])
 
 
 async def _streams_with_probe(base, bodies):

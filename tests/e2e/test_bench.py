@@ -121,4 +121,11 @@ def test_bench_runs_on_the_real_default_model_and_its_gguf_copy(model_store, tmp
     native, *_ = _row(table, "the MLX-native model again, right after")  # the ratio's denominator
     assert _ratio_fits(of_mlx.removesuffix(" of MLX-native"), gguf, native)
     assert re.search(r"GGUF at most 10 % slower than MLX-native: [\d.]+× — (met|\*\*missed\*\*)", table)
+    for label in ("1 stream", "2 streams"):  # a json_schema against none, same load
+        constrained, *_, of_free, _ = _row(table, f"structured output (json_schema), {label}, tok/s")
+        ratio, free = re.fullmatch(r"([\d.]+×) of unconstrained \(([\d.]+)\)", of_free).groups()
+        assert _number(constrained) > 0 and _ratio_fits(ratio, constrained, free)
+        assert re.search(
+            rf"structured output ≥ 0.95 × unconstrained, {label}: [\d.]+× — (met|\*\*missed\*\*)", table
+        )
     assert "Failed requests" not in table
