@@ -34,6 +34,7 @@ class GrammarProcessor:
         self._calls = 0
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        mx.async_eval(logits)  # the forward pass runs while the mask is computed on the host
         if self._calls:
             self.matcher.consume_token(int(tokens[-1].item()))
         self._calls += 1
