@@ -120,7 +120,7 @@ async def start_generations(req: ChatRequest | CompletionRequest):
         encoded = iter(
             await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.TEXTS, texts)) if texts else []
         )
-        token_lists = [next(encoded) if isinstance(p, str) else p for p in req.prompts]
+        token_lists = req.token_lists = [next(encoded) if isinstance(p, str) else p for p in req.prompts]
         for i, tokens in enumerate(token_lists):
             if max(tokens) >= loaded.vocab_size:
                 raise InvalidRequest(
@@ -160,6 +160,15 @@ def usage(stats: Stats) -> dict:
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
     }
+
+
+async def prompt_logprobs(req: CompletionRequest, loaded) -> list[list[tuple]] | None:
+    """With `echo` and `logprobs`: each prompt's own log-probabilities (text, value, alternatives)."""
+    if not req.echo or req.params.logprobs is None:
+        return None
+    engine = get_engine()
+    futures = [engine.score(loaded, tokens, req.params.logprobs) for tokens in req.token_lists]
+    return [await asyncio.wrap_future(future) for future in futures]
 
 
 def usage_sum(all_stats: list[Stats]) -> dict:

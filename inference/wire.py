@@ -260,6 +260,17 @@ class Embed:
 
 
 @dataclass(frozen=True)
+class ScorePrompt:
+    """Each prompt token's log-probability after the ones before it, with `top` alternatives."""
+
+    call: int
+    path: str
+    loaded_at: float
+    tokens: list[int]
+    top: int
+
+
+@dataclass(frozen=True)
 class Generate:
     rid: int
     path: str
@@ -286,7 +297,7 @@ class Stop:
     pass
 
 
-Command = Load | Unload | Tokenize | Embed | Generate | Cancel | Call | Stop
+Command = Load | Unload | Tokenize | Embed | ScorePrompt | Generate | Cancel | Call | Stop
 
 
 # --- messages: engine -> server ------------------------------------------------------------

@@ -77,6 +77,11 @@ class GenerationConsumer(JsonConsumer):
         streams, loaded = await serving.start_generations(req)
         self.model_name = loaded.spec.id
         try:
+            self.prompt_scores = (
+                await serving.prompt_logprobs(req, loaded)
+                if isinstance(req, schemas.CompletionRequest)
+                else None
+            )
             if len(streams) > 1:  # completions with several prompts: a choice each
                 await (self._stream_many if req.stream else self._complete_many)(req, streams, loaded.spec.id)
             elif req.stream:
@@ -113,7 +118,9 @@ class GenerationConsumer(JsonConsumer):
                     if thoughts:  # chat only: completions never split reasoning out
                         full["choices"][0]["message"]["reasoning_content"] = "".join(thoughts)
                     if req.params.logprobs is not None:
-                        full["choices"][0]["logprobs"] = self.logprobs_body(entries, 0)
+                        full["choices"][0]["logprobs"] = self.with_prompt(
+                            self.logprobs_body(entries, len(text) - len("".join(parts))), 0
+                        )
                     await self.send_json(full)
 
     async def _stream(self, req, generation, model: str) -> None:
@@ -129,7 +136,14 @@ class GenerationConsumer(JsonConsumer):
         opening = self.chunk(rid, model, created, None, None, first=True)
         if opening is not None:
             await self._send_event(opening)
-        calls_sent, pending, offset = 0, [], 0
+        offset = 0
+        if getattr(req, "echo", False):  # the prompt first, as its own chunk
+            echo = self.indexed_chunk(rid, model, created, 0, req.prompt, None)
+            if req.params.logprobs is not None:
+                echo["choices"][0]["logprobs"] = self.with_prompt(None, 0)
+            await self._send_event(echo)
+            offset = len(req.prompt)
+        calls_sent, pending = 0, []
         async for event in events:
             match event:
                 case Text(text):
@@ -191,7 +205,11 @@ class GenerationConsumer(JsonConsumer):
                 "index": i,
                 **self.full_choice(req.prompts[i] + text if req.echo else text, []),
                 "finish_reason": finish,
-                "logprobs": self.logprobs_body(entries, 0) if wanted else None,
+                "logprobs": self.with_prompt(
+                    self.logprobs_body(entries, len(req.prompts[i]) if req.echo else 0), i
+                )
+                if wanted
+                else None,
             }
             for i, (text, finish, _, entries) in enumerate(results)
         ]
@@ -217,6 +235,12 @@ class GenerationConsumer(JsonConsumer):
             ended, finished = 0, []
             pending = {i: [] for i in range(len(streams))}
             offsets = dict.fromkeys(pending, 0)
+            for i, prompt in enumerate(req.prompts if req.echo else ()):  # each prompt first
+                echo = self.indexed_chunk(rid, model, created, i, prompt, None)
+                if req.params.logprobs is not None:
+                    echo["choices"][0]["logprobs"] = self.with_prompt(None, i)
+                await self._send_event(echo)
+                offsets[i] = len(prompt)
             while ended < len(streams):
                 index, event = await merged.get()
                 match event:
@@ -262,6 +286,13 @@ class GenerationConsumer(JsonConsumer):
     def logprobs_body(self, entries, offset: int) -> dict:
         """A choice's `logprobs` in this API's shape."""
         raise NotImplementedError
+
+    prompt_scores = None  # the prompts' own log-probabilities, with echo (completions)
+
+    def with_prompt(self, body: dict | None, index: int) -> dict | None:
+        """`body` (the generated tokens' logprobs, or None for the prompt alone) after the prompt's
+        own, where echo asked for them."""
+        return body
 
     async def _send_event(self, payload: dict) -> None:
         await self.send_body(sse_frame(payload), more_body=True)
@@ -348,6 +379,23 @@ class CompletionsConsumer(GenerationConsumer):
     def indexed_chunk(self, rid, model, created, index, text, finish):
         choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
         return envelope(rid, "text_completion", created, model, [choice])
+
+    def with_prompt(self, body, index):
+        if self.prompt_scores is None:
+            return body
+        scores, offsets, offset = self.prompt_scores[index], [], 0
+        for text, _, _ in scores:
+            offsets.append(offset)
+            offset += len(text)
+        prompt = {
+            "tokens": [text for text, _, _ in scores],
+            "token_logprobs": [value for _, value, _ in scores],
+            "top_logprobs": [None if value is None else dict(alts) for _, value, alts in scores],
+            "text_offset": offsets,
+        }
+        if body is None:
+            return prompt
+        return {key: prompt[key] + body[key] for key in prompt}
 
     def logprobs_body(self, entries, offset):
         """OpenAI's legacy shape: parallel lists, and each token's text offset in the choice."""

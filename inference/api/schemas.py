@@ -52,6 +52,7 @@ class CompletionRequest:
     params: SamplingParams
     echo: bool = False
     extra: dict = field(default_factory=dict)
+    token_lists: list | None = None  # each prompt's tokens, once serving has them
 
     @property
     def prompt(self):
@@ -301,10 +302,6 @@ def completion_request(data: dict) -> CompletionRequest:
     stream = _bool(data, "stream", False)
     params = _params(data)
     params.logprobs = _number(data, "logprobs", None, 0, 5, integer=True)
-    if echo and params.logprobs is not None:
-        raise InvalidRequest(
-            "'echo' with 'logprobs' (the prompt's log-probabilities) is not supported by LMX yet."
-        )
     return CompletionRequest(model, prompts, stream, _stream_options(data, stream), params, echo=echo)
 
 

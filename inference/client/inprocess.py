@@ -95,6 +95,9 @@ class InProcessEngineClient(BaseEngineClient):
     def embed(self, loaded: wire.LoadedInfo, token_lists: list[list[int]], pooling: str) -> Future:
         return self.engine.embed(loaded.spec.path, loaded.loaded_at, token_lists, pooling)
 
+    def score(self, loaded: wire.LoadedInfo, tokens: list[int], top: int) -> Future:
+        return self.engine.score(loaded.spec.path, loaded.loaded_at, tokens, top)
+
     def call(self, fn, *args) -> Future:
         return self.engine.run_on_engine(lambda: fn(self.engine, *args))
 

@@ -130,6 +130,11 @@ class ProcessEngineClient(BaseEngineClient):
             lambda call: wire.Embed(call, loaded.spec.path, loaded.loaded_at, token_lists, pooling)
         )
 
+    def score(self, loaded: wire.LoadedInfo, tokens: list[int], top: int) -> Future:
+        return self._call(
+            lambda call: wire.ScorePrompt(call, loaded.spec.path, loaded.loaded_at, tokens, top)
+        )
+
     def call(self, fn, *args) -> Future:
         """`fn(engine, *args)` on the engine thread, between steps (tests and benchmarks)."""
         return self._call(lambda call: wire.Call(call, fn, args))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from inference.engine import embedding, loading
+from inference.engine import embedding, loading, scoring
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.model_host import LoadedModel, ModelHost
 from inference.engine.scheduler import Scheduler
@@ -141,6 +141,16 @@ class Engine:
             model = self.host.model_for(path, loaded_at).model
             batch_layers.use(model, batched=True)  # whole inputs: rows to fold
             return embedding.embed_tokens(model, token_lists, pooling=pooling)
+
+        return self.run_on_engine(run)
+
+    def score(self, path: str, loaded_at: float, tokens: list[int], top: int) -> Future:
+        """A prompt's own log-probabilities (inference.engine.scoring), between decoding steps."""
+
+        def run():
+            loaded = self.host.model_for(path, loaded_at)
+            batch_layers.use(loaded.model, batched=True)  # whole chunks: rows to fold
+            return scoring.score_tokens(loaded.model, tokens, top, lambda t: loaded.tokenizer.decode([t]))
 
         return self.run_on_engine(run)
 

@@ -108,6 +108,9 @@ class _Child:
             wire.Embed: lambda m: self._reply(
                 m.call, self.engine.embed(m.path, m.loaded_at, m.token_lists, m.pooling)
             ),
+            wire.ScorePrompt: lambda m: self._reply(
+                m.call, self.engine.score(m.path, m.loaded_at, m.tokens, m.top)
+            ),
             wire.Call: lambda m: self._reply(
                 m.call, self.engine.run_on_engine(lambda: m.fn(self.engine, *m.args))
             ),

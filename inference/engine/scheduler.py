@@ -102,6 +102,13 @@ class Scheduler:
         """A second request came: the one decoded alone joins the batch, token for token: its
         cache, and its pending token (sent now, not yet in the cache) as the prompt."""
         solo, self.solo = self.solo, None
+        try:
+            self._move_into_batch(solo)
+        except Exception as exc:  # it is out of the solo seat: it must hear why, not hang
+            solo.slot.fail(to_lmx_error(exc))
+            raise
+
+    def _move_into_batch(self, solo: Solo) -> None:
         if self._reap(solo.slot):
             return
         token, finish = solo.handoff()

@@ -56,7 +56,7 @@ def test_completions_logprobs_in_the_legacy_shape(server):
             "logprobs": 2,
         }
         choice = http.post("/v1/completions", json=body).json()["choices"][0]
-        no_echo = http.post("/v1/completions", json={**body, "echo": True})
+        no_echo = http.post("/v1/completions", json={**body, "echo": True, "max_tokens": 1})
     logprobs = choice["logprobs"]
     # mlx-lm's detokenizer drops the first token's leading space from the text (a known gap)
     assert "".join(logprobs["tokens"]).removeprefix(" ") == choice["text"]
@@ -71,4 +71,27 @@ def test_completions_logprobs_in_the_legacy_shape(server):
         )
     offsets = logprobs["text_offset"]
     assert offsets[0] == 0 and offsets == sorted(offsets)
-    assert no_echo.status_code == 400 and "'echo' with 'logprobs'" in no_echo.json()["error"]["message"]
+    assert no_echo.status_code == 200
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_generation_would(server):
+    """What lm-evaluation-harness asks for a log-likelihood: the prompt's own log-probabilities.
+    A greedy token scored as part of the prompt gets the value it was generated with."""
+    prompt = "The capital of France is"
+    body = {"model": MLX_ID, "max_tokens": 1, "temperature": 0, "logprobs": 3}
+    with server.client() as http:
+        generated = http.post("/v1/completions", json={**body, "prompt": prompt}).json()["choices"][0]
+        token, value = generated["logprobs"]["tokens"][0], generated["logprobs"]["token_logprobs"][0]
+        scored = http.post("/v1/completions", json={**body, "prompt": prompt + token, "echo": True}).json()
+        streamed = http.post("/v1/completions", json={**body, "prompt": prompt, "echo": True, "stream": True})
+    logprobs = scored["choices"][0]["logprobs"]
+    tokens = logprobs["tokens"]
+    assert scored["choices"][0]["text"].startswith(prompt + token)
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+    at = len(tokens) - 2  # the token after the prompt's own: generated beyond it
+    assert tokens[at] == token and abs(logprobs["token_logprobs"][at] - value) < 0.01
+    assert all(v <= 0 for v in logprobs["token_logprobs"][1:])
+    assert all(len(top) <= 3 for top in logprobs["top_logprobs"][1:])
+    assert "".join(tokens[: at + 1]) == prompt + token
+    assert logprobs["text_offset"][at] == len(prompt)
+    assert streamed.status_code == 200 and f'"text": "{prompt}"' in streamed.text  # the echo comes first

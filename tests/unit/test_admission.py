@@ -71,10 +71,10 @@ def test_real_model_twelve_requests_arriving_together_get_first_tokens_in_one_st
             )
             add_token = s.add_token
 
-            def spy(token, finish_reason):
+            def spy(token, finish_reason, logprobs=None):
                 if s.first_token_at is None:
                     first_steps.append(engine.counters.steps)
-                return add_token(token, finish_reason)
+                return add_token(token, finish_reason, logprobs)
 
             s.add_token = spy
             return s

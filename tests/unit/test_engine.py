@@ -30,9 +30,9 @@ def _spied_slot(engine: Engine, prompt: str, n: int, tokens: list[int], **reques
     )
     original = slot.add_token
 
-    def spy(token, finish_reason):
+    def spy(token, finish_reason, logprobs=None):
         tokens.append(token)
-        return original(token, finish_reason)
+        return original(token, finish_reason, logprobs)
 
     slot.add_token = spy
     return slot
@@ -391,3 +391,34 @@ def test_a_failed_warm_up_is_logged_and_the_model_still_serves(engine, model_sto
     engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
     assert f"Warm-up of {MLX_ID} failed: kernel compile failed" in caplog.text
     assert engine.loaded is not None and len(_greedy_tokens(engine, "The capital of France is", 4)) == 4
+
+
+def test_a_failure_while_moving_the_lone_request_into_the_batch_fails_it_rather_than_losing_it(
+    engine, model_store, monkeypatch
+):
+    from inference.engine import solo
+
+    engine.load(describe_mlx_folder(model_store / MLX_ID, MLX_ID)).result()
+
+    def broken(self):
+        raise RuntimeError("handoff broke")
+
+    monkeypatch.setattr(solo.Solo, "handoff", broken)
+
+    async def run():
+        tokens: list[int] = []
+        first = _spied_slot(engine, "Write a long story.", 200, tokens, temperature=0)
+        engine.submit(first)
+        events = first.events()
+        async for event in events:
+            if isinstance(event, Text):
+                break  # decoding alone now
+        second = _spied_slot(engine, "Cats are", 4, [], temperature=0)
+        engine.submit(second)
+        rest = [event async for event in events]
+        return ending(rest[-1]), await _text_and_end(second)
+
+    first_end, (_, second_end) = asyncio.run(asyncio.wait_for(run(), 60))
+    assert first_end == ("error", "internal-error")
+    assert second_end == ("error", "internal-error")
+    assert engine.loaded is not None and len(_greedy_tokens(engine, "Hello", 2)) == 2
