@@ -21,18 +21,9 @@ def _model():
     import mlx.core as mx
     from mlx_lm.utils import _get_classes
 
-    from benchmarks.random_model import SHAPES
+    from benchmarks.random_model import SHAPES, TINY_LLAMA
 
-    config = {
-        **SHAPES["llama-3.1-8b"],
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "vocab_size": 1024,
-    }
+    config = {**SHAPES["llama-3.1-8b"], **TINY_LLAMA, "vocab_size": 1024}
     model_cls, args_cls = _get_classes(config)
     mx.random.seed(0)
     model = model_cls(args_cls.from_dict(config))

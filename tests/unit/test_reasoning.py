@@ -2,18 +2,15 @@
 with SmolLM2's tokenizer plus `<think>` / `</think>` tokens and a template that opens the block)."""
 
 import asyncio
-import json
-import shutil
 
 import pytest
 from tokenizers import AddedToken, Tokenizer
 
-from benchmarks.random_model import build
 from inference.client.inprocess import InProcessEngineClient
 from inference.engine.reasoning import ReasoningSplitter
-from inference.store import describe_mlx_folder
 from inference.wire import Done, GenerationRequest, Reasoning, Text, TokenizeKind
 from tests.conftest import MLX_ID, running_engine
+from tests.tiny_models import with_smollm_tokenizer
 
 # As Qwen3's template does: thinking on unless the request says enable_thinking=false.
 TEMPLATE = (
@@ -26,28 +23,12 @@ TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def thinking_model(tmp_path_factory, model_store):
-    folder = build(
-        "llama-3.1-8b",
-        tmp_path_factory.mktemp("models") / "tiny-thinking",
-        overrides={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "vocab_size": 49160,
-        },
-    )
     tokenizer = Tokenizer.from_file(str(model_store / MLX_ID / "tokenizer.json"))
     tokenizer.add_tokens([AddedToken("<think>", normalized=False), AddedToken("</think>", normalized=False)])
-    tokenizer.save(str(folder / "tokenizer.json"))
-    config = json.loads((model_store / MLX_ID / "tokenizer_config.json").read_text())
-    config["chat_template"] = TEMPLATE
-    config.pop("added_tokens_decoder", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    shutil.rmtree(folder / "chat_template.jinja", ignore_errors=True)
-    return describe_mlx_folder(folder, "tiny-thinking")
+    folder = tmp_path_factory.mktemp("models") / "tiny-thinking"
+    return with_smollm_tokenizer(
+        folder, model_store, template=TEMPLATE, vocab_size=49160, tokenizer=tokenizer
+    )
 
 
 @pytest.fixture(scope="module")

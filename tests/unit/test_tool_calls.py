@@ -3,19 +3,17 @@ tokenizer and a Hermes-style template, the family mlx-lm reads with its `json_to
 
 import asyncio
 import json
-import shutil
 
 import jsonschema
 import pytest
 
-from benchmarks.random_model import build
 from inference.api.tools import tool_use
 from inference.client.inprocess import InProcessEngineClient
 from inference.engine import tokens
 from inference.engine.tool_calls import ToolCallExtractor
-from inference.store import describe_mlx_folder
 from inference.wire import Done, GenerationRequest, TokenizeKind, ToolCallFormat, ToolCalls
-from tests.conftest import MLX_ID, running_engine
+from tests.conftest import running_engine
+from tests.tiny_models import with_smollm_tokenizer
 
 # As Qwen2.5 / Hermes templates render tools and calls (mlx-lm infers `json_tools` from it).
 TOOL_TEMPLATE = (
@@ -44,24 +42,8 @@ QUESTION = [{"role": "user", "content": "Weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def tool_model(tmp_path_factory, model_store):
-    folder = build(
-        "llama-3.1-8b",
-        tmp_path_factory.mktemp("models") / "tiny-tools",
-        overrides={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "vocab_size": 49152,
-        },
-    )
-    shutil.copy(model_store / MLX_ID / "tokenizer.json", folder / "tokenizer.json")
-    config = json.loads((model_store / MLX_ID / "tokenizer_config.json").read_text())
-    config["chat_template"] = TOOL_TEMPLATE
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return describe_mlx_folder(folder, "tiny-tools")
+    folder = tmp_path_factory.mktemp("models") / "tiny-tools"
+    return with_smollm_tokenizer(folder, model_store, template=TOOL_TEMPLATE, vocab_size=49152)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,30 @@
+"""Tiny random-weight models with the real default model's tokenizer, for what a word-level test
+vocabulary cannot show (chat templates with tools or thinking, grammars)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from benchmarks.random_model import TINY_LLAMA, build
+from inference.store import ModelSpec, describe_mlx_folder
+
+SMOLLM = "SmolLM2-135M-Instruct"
+
+
+def with_smollm_tokenizer(
+    folder: Path, model_store: Path, *, template: str, vocab_size: int, tokenizer=None
+) -> ModelSpec:
+    """A tiny Llama in `folder` speaking SmolLM2's tokenizer (or `tokenizer`, a `tokenizers`
+    object derived from it) with `template` as its chat template."""
+    build("llama-3.1-8b", folder, overrides={**TINY_LLAMA, "vocab_size": vocab_size})
+    if tokenizer is None:
+        shutil.copy(model_store / SMOLLM / "tokenizer.json", folder / "tokenizer.json")
+    else:
+        tokenizer.save(str(folder / "tokenizer.json"))
+    config = json.loads((model_store / SMOLLM / "tokenizer_config.json").read_text())
+    config["chat_template"] = template
+    config.pop("added_tokens_decoder", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return describe_mlx_folder(folder, folder.name)
