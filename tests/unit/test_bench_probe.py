@@ -73,8 +73,13 @@ def test_a_long_gil_wait_names_the_thread_and_line_that_held_it(tmp_path):
     try:
         hook.run(["gil"])
         time.sleep(0.05)
-        holder = threading.Thread(target=lambda: sum(range(20_000_000)), name="busy-holder")
-        holder.start()  # sum() over a range is one C call: it keeps the GIL until it returns
+        # sum() over a range is one C call: it keeps the GIL until it returns; the holder then
+        # sleeps on the same line, so it still stands there when the sampler looks (had it ended
+        # at once, the sampler could find it already gone: 1 run in 3 failed so).
+        holder = threading.Thread(
+            target=lambda: (sum(range(20_000_000)), time.sleep(0.2)), name="busy-holder"
+        )
+        holder.start()
         holder.join()
         hook.run(["report"])
         report = json.loads((tmp_path / "hook.out").read_text())
