@@ -1,27 +1,25 @@
-from django.urls import path, re_path
+"""Channels routes: each installed app's `routing` module, then the API's JSON 404. The project
+names no app's consumers itself (apps depend one way; the project only gathers)."""
 
-from inference.api import admin, openai, probes, retrieval, websocket
+from importlib import import_module
+from importlib.util import find_spec
+
+from django.apps import apps
+from django.urls import re_path
+
 from lmx_site.consumers import UnknownPathConsumer
-from monitoring import consumers as monitoring
+
+
+def _gather(name: str) -> list:
+    patterns = []
+    for config in apps.get_app_configs():
+        if find_spec(f"{config.name}.routing") is not None:
+            patterns += getattr(import_module(f"{config.name}.routing"), name, [])
+    return patterns
+
 
 http_patterns = [
-    path("healthz", probes.healthz_app),
-    path("readyz", probes.readyz_app),
-    path("admin/models", monitoring.ModelsConsumer.as_asgi()),
-    path("admin/models/load", admin.LoadConsumer.as_asgi()),
-    path("admin/models/unload", admin.UnloadConsumer.as_asgi()),
-    path("admin/events", monitoring.EventsConsumer.as_asgi()),
-    path("admin/errors", monitoring.ErrorsConsumer.as_asgi()),
-    path("metrics", monitoring.MetricsConsumer.as_asgi()),
-    path("admin/memory", monitoring.MemoryThresholdsConsumer.as_asgi()),
-    path("v1/models", openai.ModelsListConsumer.as_asgi()),
-    path("v1/chat/completions", openai.ChatCompletionsConsumer.as_asgi()),
-    path("v1/completions", openai.CompletionsConsumer.as_asgi()),
-    path("v1/embeddings", retrieval.EmbeddingsConsumer.as_asgi()),
-    path("v1/rerank", retrieval.RerankConsumer.as_asgi()),
+    *_gather("http_patterns"),
     re_path(r"^v1/", UnknownPathConsumer.as_asgi()),  # the JSON 404, not Django's page
 ]
-
-websocket_patterns = [
-    path("v1/chat/stream", websocket.ChatStreamConsumer.as_asgi()),
-]
+websocket_patterns = _gather("websocket_patterns")
