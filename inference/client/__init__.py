@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -32,6 +33,8 @@ from inference.wire import (
     TokenizeKind,
     UnloadResult,
 )
+
+log = logging.getLogger("lmx.engine")
 
 
 class Stream:
@@ -158,10 +161,8 @@ class BaseEngineClient:
 
     def _notify(self, event: dict) -> None:
         """Model lifecycle events to each listener; a failing listener never breaks delivery."""
-        import logging
-
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception:
-                logging.getLogger("lmx.engine").exception("Engine listener failed")
+                log.exception("Engine listener failed")

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from inference.delivery import hand_out, read_events
+from inference.engine.markers import partial_suffix
 from inference.engine.reasoning import ReasoningSplitter, splitter_for
 from inference.engine.tool_calls import ToolCallExtractor
 from inference.errors import LMXError
@@ -50,12 +51,7 @@ class StopFilter:
             index = min(i for i, _ in hits)
             out, self.pending = self.pending[:index], ""
             return out, True
-        keep = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(s[:n]):
-                    keep = max(keep, n)
-                    break
+        keep = max(partial_suffix(self.pending, s) for s in self.stops)
         out = self.pending[: len(self.pending) - keep]
         self.pending = self.pending[len(out) :]
         return out, False
