@@ -12,8 +12,8 @@ import time
 import uuid
 
 from inference import conf, resolve, services, signals, store
-from inference.api.schemas import ChatRequest, CompletionRequest, SamplingParams
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
+from inference.requests import ChatRequest, CompletionRequest, SamplingParams
 from inference.runtime import get_engine
 from inference.wire import GenerationRequest, Stats, TokenizeKind
 

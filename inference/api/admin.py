@@ -2,7 +2,8 @@
 LMX_ADMIN_TOKEN when set."""
 
 from inference import services
-from inference.errors import InvalidRequest
+from inference.api.protocol.admin import LoadRequest
+from inference.api.protocol.base import parse
 from lmx_site.consumers import JsonConsumer
 
 
@@ -12,15 +13,10 @@ class LoadConsumer(JsonConsumer):
 
     async def post(self, body: bytes) -> None:
         data = self.parse_json(body)
-        ref = data.get("model")
-        if ref is None:
-            raise InvalidRequest("Missing field 'model': give a model id, a local path or a hub id.")
-        if not isinstance(ref, str) or not ref.strip():
-            raise InvalidRequest("Field 'model' must be a non-empty string.")
-        if len(ref) > 1024:
-            raise InvalidRequest("Field 'model' is too long (over 1024 characters).")
-        self.model_name = ref[:300]
-        await self.send_json(await services.model_load(ref=ref.strip()))
+        if isinstance(data.get("model"), str):
+            self.model_name = data["model"][:300]  # the error history names what was asked for
+        req = parse(LoadRequest, data)
+        await self.send_json(await services.model_load(ref=req.model.strip()))
 
 
 class UnloadConsumer(JsonConsumer):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import BaseModel
+
 from inference import serving, shutdown, store
-from inference.api import schemas
+from inference.api.protocol import chat, completions
+from inference.api.protocol.common import Usage
 from inference.errors import LMXError, error_body
+from inference.requests import CompletionRequest
 from inference.runtime import get_engine
 from inference.wire import Done, Failed, Logprobs, Reasoning, Started, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
-
-
-def envelope(rid: str, obj: str, created: int, model: str, choices: list, **extra) -> dict:
-    """The fields every OpenAI completion object and chunk shares."""
-    return {"id": rid, "object": obj, "created": created, "model": model, "choices": choices, **extra}
 
 
 class ModelsListConsumer(JsonConsumer):
@@ -39,7 +38,6 @@ class GenerationConsumer(JsonConsumer):
     """Shared streaming / non-streaming plumbing; subclasses shape the payloads."""
 
     methods = ("POST",)
-    object_name = ""
     id_prefix = ""
 
     def parse(self, data: dict):
@@ -50,25 +48,22 @@ class GenerationConsumer(JsonConsumer):
     ) -> dict | None:
         raise NotImplementedError
 
-    full_object = ""  # the non-streamed response's object name
-
-    def full_choice(self, text: str, calls: list) -> dict:
+    def full_choice(self, text: str, calls: list, finish: str, index: int) -> BaseModel:
         raise NotImplementedError
 
     def tool_chunks(self, rid: str, model: str, created: int, calls, first_index: int) -> list[dict]:
         return []  # only chat has tools
 
-    def full(self, rid: str, model: str, created: int, text: str, calls: list, finish: str, stats) -> dict:
-        choice = {"index": 0, **self.full_choice(text, calls), "finish_reason": finish, "logprobs": None}
-        return envelope(
-            rid,
-            self.full_object,
-            created,
-            model,
-            [choice],
-            usage=serving.usage(stats),
-            stats=stats.as_dict(),
-        )
+    def full(self, rid: str, model: str, created: int, choices: list, usage: dict, stats) -> BaseModel:
+        """The non-streamed answer."""
+        raise NotImplementedError
+
+    def usage_chunk(self, rid: str, model: str, created: int, usage: dict) -> BaseModel:
+        """The last chunk of a stream, with `include_usage`: no choices, the usage."""
+        raise NotImplementedError
+
+    def reasoning_chunk(self, rid: str, model: str, created: int, text: str) -> BaseModel:
+        raise NotImplementedError
 
     async def post(self, body: bytes) -> None:
         shutdown.track(asyncio.current_task())
@@ -78,9 +73,7 @@ class GenerationConsumer(JsonConsumer):
         self.model_name = loaded.spec.id
         try:
             self.prompt_scores = (
-                await serving.prompt_logprobs(req, loaded)
-                if isinstance(req, schemas.CompletionRequest)
-                else None
+                await serving.prompt_logprobs(req, loaded) if isinstance(req, CompletionRequest) else None
             )
             if len(streams) > 1:  # completions with several prompts: a choice each
                 await (self._stream_many if req.stream else self._complete_many)(req, streams, loaded.spec.id)
@@ -112,16 +105,22 @@ class GenerationConsumer(JsonConsumer):
                     text = "".join(parts)
                     if getattr(req, "echo", False):
                         text = req.prompt + text
-                    full = self.full(
-                        serving.new_id(self.id_prefix), model, serving.now(), text, calls, finish, stats
-                    )
+                    choice = self.full_choice(text, calls, finish, 0)
                     if thoughts:  # chat only: completions never split reasoning out
-                        full["choices"][0]["message"]["reasoning_content"] = "".join(thoughts)
+                        choice.message.reasoning_content = "".join(thoughts)
                     if req.params.logprobs is not None:
-                        full["choices"][0]["logprobs"] = self.with_prompt(
+                        choice.logprobs = self.with_prompt(
                             self.logprobs_body(entries, len(text) - len("".join(parts))), 0
                         )
-                    await self.send_json(full)
+                    full = self.full(
+                        serving.new_id(self.id_prefix),
+                        model,
+                        serving.now(),
+                        [choice],
+                        serving.usage(stats),
+                        stats.as_dict(),
+                    )
+                    await self.send_json(full.model_dump(mode="json"))
 
     async def _stream(self, req, generation, model: str) -> None:
         """SSE: a chunk per step's text, then the finish chunk, usage if asked, and [DONE]."""
@@ -140,7 +139,7 @@ class GenerationConsumer(JsonConsumer):
         if getattr(req, "echo", False):  # the prompt first, as its own chunk
             echo = self.indexed_chunk(rid, model, created, 0, req.prompt, None)
             if req.params.logprobs is not None:
-                echo["choices"][0]["logprobs"] = self.with_prompt(None, 0)
+                echo.choices[0].logprobs = self.with_prompt(None, 0)
             await self._send_event(echo)
             offset = len(req.prompt)
         calls_sent, pending = 0, []
@@ -149,16 +148,14 @@ class GenerationConsumer(JsonConsumer):
                 case Text(text):
                     chunk = self.chunk(rid, model, created, text, None, first=False)
                     if pending:  # the log-probabilities of the tokens this text came from
-                        chunk["choices"][0]["logprobs"] = self.logprobs_body(pending, offset)
+                        chunk.choices[0].logprobs = self.logprobs_body(pending, offset)
                         pending = []
                     offset += len(text)
                     await self._send_event(chunk)
                 case Logprobs(got):
                     pending += got
                 case Reasoning(text):
-                    delta = {"reasoning_content": text}
-                    choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
-                    await self._send_event(envelope(rid, self.object_name, created, model, [choice]))
+                    await self._send_event(self.reasoning_chunk(rid, model, created, text))
                 case ToolCalls(made):
                     for chunk in self.tool_chunks(rid, model, created, made, calls_sent):
                         await self._send_event(chunk)
@@ -170,13 +167,11 @@ class GenerationConsumer(JsonConsumer):
                     serving.log_completion(model, stats, endpoint=self.scope["path"], finish_reason=finish)
                     if pending:  # tokens whose text was held back (a stop string's start)
                         chunk = self.chunk(rid, model, created, None, None, first=False)
-                        chunk["choices"][0]["logprobs"] = self.logprobs_body(pending, offset)
+                        chunk.choices[0].logprobs = self.logprobs_body(pending, offset)
                         await self._send_event(chunk)
                     await self._send_event(self.chunk(rid, model, created, None, finish, first=False))
                     if req.include_usage:
-                        await self._send_event(
-                            envelope(rid, self.object_name, created, model, [], usage=serving.usage(stats))
-                        )
+                        await self._send_event(self.usage_chunk(rid, model, created, serving.usage(stats)))
         await self.send_body(b"data: [DONE]\n\n", more_body=False)
 
     async def _complete_many(self, req, streams, model: str) -> None:
@@ -200,25 +195,18 @@ class GenerationConsumer(JsonConsumer):
 
         results = await asyncio.gather(*(collect(stream) for stream in streams))
         wanted = req.params.logprobs is not None
-        choices = [
-            {
-                "index": i,
-                **self.full_choice(req.prompts[i] + text if req.echo else text, []),
-                "finish_reason": finish,
-                "logprobs": self.with_prompt(
+        choices = []
+        for i, (text, finish, _, entries) in enumerate(results):
+            choice = self.full_choice(req.prompts[i] + text if req.echo else text, [], finish, i)
+            if wanted:
+                choice.logprobs = self.with_prompt(
                     self.logprobs_body(entries, len(req.prompts[i]) if req.echo else 0), i
                 )
-                if wanted
-                else None,
-            }
-            for i, (text, finish, _, entries) in enumerate(results)
-        ]
+            choices.append(choice)
         usage = serving.usage_sum([result[2] for result in results])
         stats = [result[2].as_dict() for result in results]
         rid, created = serving.new_id(self.id_prefix), serving.now()
-        await self.send_json(
-            envelope(rid, self.full_object, created, model, choices, usage=usage, stats=stats)
-        )
+        await self.send_json(self.full(rid, model, created, choices, usage, stats).model_dump(mode="json"))
 
     async def _stream_many(self, req, streams, model: str) -> None:
         """SSE, several prompts: each chunk names its choice's index, as OpenAI's do."""
@@ -238,7 +226,7 @@ class GenerationConsumer(JsonConsumer):
             for i, prompt in enumerate(req.prompts if req.echo else ()):  # each prompt first
                 echo = self.indexed_chunk(rid, model, created, i, prompt, None)
                 if req.params.logprobs is not None:
-                    echo["choices"][0]["logprobs"] = self.with_prompt(None, i)
+                    echo.choices[0].logprobs = self.with_prompt(None, i)
                 await self._send_event(echo)
                 offsets[i] = len(prompt)
             while ended < len(streams):
@@ -249,9 +237,7 @@ class GenerationConsumer(JsonConsumer):
                     case Text(text):
                         chunk = self.indexed_chunk(rid, model, created, index, text, None)
                         if pending[index]:
-                            chunk["choices"][0]["logprobs"] = self.logprobs_body(
-                                pending[index], offsets[index]
-                            )
+                            chunk.choices[0].logprobs = self.logprobs_body(pending[index], offsets[index])
                             pending[index] = []
                         offsets[index] += len(text)
                         await self._send_event(chunk)
@@ -267,14 +253,12 @@ class GenerationConsumer(JsonConsumer):
                         )
                         chunk = self.indexed_chunk(rid, model, created, index, None, finish)
                         if pending[index]:
-                            chunk["choices"][0]["logprobs"] = self.logprobs_body(
-                                pending[index], offsets[index]
-                            )
+                            chunk.choices[0].logprobs = self.logprobs_body(pending[index], offsets[index])
                         await self._send_event(chunk)
             else:
                 if req.include_usage:
                     usage = serving.usage_sum(finished)
-                    await self._send_event(envelope(rid, self.object_name, created, model, [], usage=usage))
+                    await self._send_event(self.usage_chunk(rid, model, created, usage))
             await self.send_body(b"data: [DONE]\n\n", more_body=False)
         finally:
             for task in pumps:
@@ -294,7 +278,9 @@ class GenerationConsumer(JsonConsumer):
         own, where echo asked for them."""
         return body
 
-    async def _send_event(self, payload: dict) -> None:
+    async def _send_event(self, payload: BaseModel | dict) -> None:
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
         await self.send_body(sse_frame(payload), more_body=True)
 
     async def send_error(self, err: LMXError, *, record: bool = True) -> None:
@@ -308,77 +294,92 @@ class GenerationConsumer(JsonConsumer):
 
 
 class ChatCompletionsConsumer(GenerationConsumer):
-    object_name = "chat.completion.chunk"
-    full_object = "chat.completion"
     id_prefix = "chatcmpl"
 
     def parse(self, data: dict):
-        return schemas.chat_request(data)
+        return chat.chat_request(data)
+
+    def _chunk(self, rid, model, created, choices, usage=None) -> chat.ChatCompletionChunk:
+        return chat.ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage)
 
     def chunk(self, rid, model, created, text, finish, first):
-        delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return envelope(rid, "chat.completion.chunk", created, model, [choice])
+        delta = chat.Delta(role="assistant", content="") if first else chat.Delta(content=text or None)
+        return self._chunk(rid, model, created, [chat.ChunkChoice(delta=delta, finish_reason=finish)])
 
-    def full_choice(self, text, calls):
-        message = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
-        if calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+    def reasoning_chunk(self, rid, model, created, text):
+        return self._chunk(rid, model, created, [chat.ChunkChoice(delta=chat.Delta(reasoning_content=text))])
+
+    def usage_chunk(self, rid, model, created, usage):
+        return self._chunk(rid, model, created, [], Usage(**usage))
+
+    def full_choice(self, text, calls, finish, index):
+        message = chat.AssistantMessage(
+            content=text if text or not calls else None,
+            tool_calls=[
+                chat.ToolCall(id=c.id, function=chat.FunctionCall(name=c.name, arguments=c.arguments))
                 for c in calls
             ]
-        return {"message": message}
+            or None,
+        )
+        return chat.Choice(index=index, message=message, finish_reason=finish)
+
+    def full(self, rid, model, created, choices, usage, stats):
+        return chat.ChatCompletion(
+            id=rid, created=created, model=model, choices=choices, usage=Usage(**usage), stats=stats
+        )
 
     def logprobs_body(self, entries, offset):
-        def one(token, logprob, raw):
+        def one(token, logprob, raw) -> dict:
             return {"token": token, "logprob": logprob, "bytes": list(raw)}
 
         content = [
-            one(e.token, e.logprob, e.bytes) | {"top_logprobs": [one(*alt) for alt in e.top]} for e in entries
+            chat.TokenLogprob(**one(e.token, e.logprob, e.bytes), top_logprobs=[one(*alt) for alt in e.top])
+            for e in entries
         ]
-        return {"content": content, "refusal": None}
+        return chat.ChoiceLogprobs(content=content)
 
     def tool_chunks(self, rid, model, created, calls, first_index):
         """OpenAI's stream of a call: its id and name with empty arguments, then the arguments."""
         chunks = []
         for index, call in enumerate(calls, start=first_index):
-            opening = {
-                "index": index,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-            for part in (opening, {"index": index, "function": {"arguments": call.arguments}}):
-                choice = {
-                    "index": 0,
-                    "delta": {"tool_calls": [part]},
-                    "finish_reason": None,
-                    "logprobs": None,
-                }
-                chunks.append(envelope(rid, "chat.completion.chunk", created, model, [choice]))
+            opening = chat.ToolCallDelta(
+                index=index, id=call.id, type="function", function={"name": call.name, "arguments": ""}
+            )
+            arguments = chat.ToolCallDelta(index=index, function={"arguments": call.arguments})
+            for part in (opening, arguments):
+                choice = chat.ChunkChoice(delta=chat.Delta(tool_calls=[part]))
+                chunks.append(self._chunk(rid, model, created, [choice]))
         return chunks
 
 
 class CompletionsConsumer(GenerationConsumer):
-    object_name = "text_completion"
-    full_object = "text_completion"
     id_prefix = "cmpl"
 
     def parse(self, data: dict):
-        return schemas.completion_request(data)
+        return completions.completion_request(data)
+
+    def _chunk(self, rid, model, created, choices, usage=None, stats=None) -> completions.Completion:
+        return completions.Completion(
+            id=rid, created=created, model=model, choices=choices, usage=usage, stats=stats
+        )
 
     def chunk(self, rid, model, created, text, finish, first):
         if first:
             return None  # completions streams have no role chunk
-        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return envelope(rid, "text_completion", created, model, [choice])
-
-    def full_choice(self, text, calls):
-        return {"text": text}
+        return self.indexed_chunk(rid, model, created, 0, text, finish)
 
     def indexed_chunk(self, rid, model, created, index, text, finish):
-        choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return envelope(rid, "text_completion", created, model, [choice])
+        choice = completions.CompletionChoice(index=index, text=text or "", finish_reason=finish)
+        return self._chunk(rid, model, created, [choice])
+
+    def usage_chunk(self, rid, model, created, usage):
+        return self._chunk(rid, model, created, [], Usage(**usage))
+
+    def full_choice(self, text, calls, finish, index):
+        return completions.CompletionChoice(index=index, text=text, finish_reason=finish)
+
+    def full(self, rid, model, created, choices, usage, stats):
+        return self._chunk(rid, model, created, choices, Usage(**usage), stats)
 
     def with_prompt(self, body, index):
         if self.prompt_scores is None:
@@ -387,15 +388,20 @@ class CompletionsConsumer(GenerationConsumer):
         for text, _, _ in scores:
             offsets.append(offset)
             offset += len(text)
-        prompt = {
-            "tokens": [text for text, _, _ in scores],
-            "token_logprobs": [value for _, value, _ in scores],
-            "top_logprobs": [None if value is None else dict(alts) for _, value, alts in scores],
-            "text_offset": offsets,
-        }
+        prompt = completions.CompletionLogprobs(
+            tokens=[text for text, _, _ in scores],
+            token_logprobs=[value for _, value, _ in scores],
+            top_logprobs=[None if value is None else dict(alts) for _, value, alts in scores],
+            text_offset=offsets,
+        )
         if body is None:
             return prompt
-        return {key: prompt[key] + body[key] for key in prompt}
+        return completions.CompletionLogprobs(
+            **{
+                key: getattr(prompt, key) + getattr(body, key)
+                for key in completions.CompletionLogprobs.model_fields
+            }
+        )
 
     def logprobs_body(self, entries, offset):
         """OpenAI's legacy shape: parallel lists, and each token's text offset in the choice."""
@@ -403,9 +409,9 @@ class CompletionsConsumer(GenerationConsumer):
         for entry in entries:
             offsets.append(offset)
             offset += len(entry.token)
-        return {
-            "tokens": [e.token for e in entries],
-            "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{token: logprob for token, logprob, _ in e.top} for e in entries],
-            "text_offset": offsets,
-        }
+        return completions.CompletionLogprobs(
+            tokens=[e.token for e in entries],
+            token_logprobs=[e.logprob for e in entries],
+            top_logprobs=[{token: logprob for token, logprob, _ in e.top} for e in entries],
+            text_offset=offsets,
+        )

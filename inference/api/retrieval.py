@@ -6,7 +6,7 @@ import base64
 import struct
 
 from inference import retrieval, serving
-from inference.api import schemas
+from inference.api.protocol import retrieval as protocol
 from lmx_site.consumers import JsonConsumer
 
 
@@ -29,44 +29,38 @@ class _OnLoadedModel(JsonConsumer):
 
 class EmbeddingsConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
-        req = schemas.embedding_request(self.parse_json(body))
+        req = protocol.embedding_request(self.parse_json(body))
         loaded = await self.loaded(req.model)
         vectors, tokens = await retrieval.embed(loaded, req.inputs)
         data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": _encode(retrieval.shorten(v, req.dimensions), req.encoding_format),
-            }
+            protocol.Embedding(
+                index=i, embedding=_encode(retrieval.shorten(v, req.dimensions), req.encoding_format)
+            )
             for i, v in enumerate(vectors)
         ]
-        await self.send_json(
-            {
-                "object": "list",
-                "data": data,
-                "model": loaded.spec.id,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        usage = protocol.TokenUsage(prompt_tokens=tokens, total_tokens=tokens)
+        answer = protocol.EmbeddingList(data=data, model=loaded.spec.id, usage=usage)
+        await self.send_json(answer.model_dump(mode="json"))
 
 
 class RerankConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
-        req = schemas.rerank_request(self.parse_json(body))
+        req = protocol.rerank_request(self.parse_json(body))
         loaded = await self.loaded(req.model)
         scores, tokens = await retrieval.rerank(loaded, req.query, req.documents)
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: req.top_n]
         results = [
-            {"index": i, "relevance_score": scores[i]}
-            | ({"document": {"text": req.documents[i]}} if req.return_documents else {})
+            protocol.RankedDocument(
+                index=i,
+                relevance_score=scores[i],
+                document=protocol.DocumentText(text=req.documents[i]) if req.return_documents else None,
+            )
             for i in ranked
         ]
-        await self.send_json(
-            {
-                "id": serving.new_id("rerank"),
-                "object": "list",
-                "model": loaded.spec.id,
-                "results": results,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
+        answer = protocol.RerankResult(
+            id=serving.new_id("rerank"),
+            model=loaded.spec.id,
+            results=results,
+            usage=protocol.TokenUsage(prompt_tokens=tokens, total_tokens=tokens),
         )
+        await self.send_json(answer.model_dump(mode="json"))

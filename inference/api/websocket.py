@@ -10,7 +10,7 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from inference import serving, shutdown
-from inference.api import schemas
+from inference.api.protocol import chat
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
 from inference.wire import Done, Failed, Reasoning, Text, ToolCalls
 from lmx_site.consumers import DirectDispatch, record_error
@@ -46,7 +46,7 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 raise InvalidRequest(f"The message is not valid JSON: {exc}.") from exc
             if not isinstance(data, dict):
                 raise InvalidRequest("The message must be a JSON object (a chat-completions body).")
-            req = schemas.chat_request(data)
+            req = chat.chat_request(data)
             if req.params.logprobs is not None:
                 raise InvalidRequest(
                     "Field 'logprobs' is not sent over the WebSocket; use POST /v1/chat/completions for it."

@@ -56,7 +56,7 @@ def client(tool_model):
 def test_the_template_renders_the_tools_and_mlx_lm_knows_the_family(client):
     tokenizer = client.engine.loaded.tokenizer
     assert tokenizer.has_tool_calling and tokenizer.tool_call_start == "<tool_call>"
-    use = tool_use({"tools": TOOLS})
+    use = tool_use([t["function"] for t in TOOLS], "auto")
     prompt = tokenizer.decode(tokens.tokenize_chat(tokenizer, QUESTION, use.functions, use.format))
     assert '"name": "get_weather"' in prompt and "<tools>" in prompt
     assert "You can call these tools" not in prompt  # LMX's generic description is not needed
@@ -96,7 +96,7 @@ def test_an_earlier_call_goes_back_through_the_template(client):
 
 
 def test_a_required_call_from_random_weights_is_held_to_the_schema(client):
-    use = tool_use({"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False})
+    use = tool_use([t["function"] for t in TOOLS], "required", parallel=False)
 
     async def run():
         loaded = client.loaded

@@ -1,0 +1,144 @@
+"""What every request model shares: strict JSON types, unknown fields refused by name, null read
+as absent, and pydantic's errors turned into LMX's `invalid-request` messages naming the field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, model_validator
+from pydantic_core import PydanticCustomError
+
+from inference.errors import InvalidRequest
+
+
+def fail(text: str, **values) -> PydanticCustomError:
+    """A rule's error. `{field}` in `text` becomes the field's place (e.g. "messages[2].role");
+    a text without it is read as "Field '<place>' <text>"."""
+    return PydanticCustomError("lmx", "{text}", {"text": text, **values})
+
+
+def explain(text: str) -> WrapValidator:
+    """Any error of the annotated value becomes `text` (the place and the value sent are added)."""
+
+    def wrap(value, handler):
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise fail(text, value=value) from exc
+
+    return WrapValidator(wrap)
+
+
+def _range_rule(lo, hi, integer: bool) -> WrapValidator:
+    def wrap(value, handler):
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
+            if wrong_type or (integer and not isinstance(value, int)):
+                kind = "an integer" if integer else "a number"
+                raise fail(f"must be {kind}, got {type(value).__name__}.") from exc
+            raise fail(f"must be between {lo} and {hi}, got {value}.") from exc
+
+    return WrapValidator(wrap)
+
+
+def Int(lo: int, hi: int, **field):
+    return Annotated[int, Field(ge=lo, le=hi, **field), _range_rule(lo, hi, True)]
+
+
+def Number(lo: float, hi: float, **field):
+    return Annotated[float, Field(ge=lo, le=hi, **field), _range_rule(lo, hi, False)]
+
+
+Bool = Annotated[bool, explain("must be true or false.")]
+
+IGNORED_NOTE = "Accepted and ignored on purpose: it changes nothing a local server computes."
+
+
+class Shape(BaseModel):
+    """A JSON object of a request: its fields are all it may carry."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=False)
+
+    # Values that ask for nothing, read as absent even for a field LMX does not honour.
+    asks_nothing: ClassVar[dict[str, tuple]] = {}
+    # Hints for a missing required field, by name.
+    missing: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None
+            and not any(value == off and type(value) is type(off) for off in cls.asks_nothing.get(key, ()))
+        }
+
+
+class Request(Shape):
+    """A request body: the fields every API accepts and ignores on purpose (README lists them)."""
+
+    user: str | None = Field(None, description=IGNORED_NOTE)
+    metadata: dict[str, Any] | None = Field(None, description=IGNORED_NOTE)
+    store: bool | None = Field(None, description=IGNORED_NOTE)
+    service_tier: str | None = Field(None, description=IGNORED_NOTE)
+    safety_identifier: str | None = Field(None, description=IGNORED_NOTE)
+    prompt_cache_key: str | None = Field(None, description=IGNORED_NOTE)
+
+
+def place(loc: tuple) -> str:
+    """("messages", 2, "role") -> "messages[2].role"."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+T = TypeVar("T", bound="Shape")
+
+
+def parse(model: type[T], data: dict) -> T:
+    """`data` as `model`, or InvalidRequest saying what is wrong and where."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(_message(model, exc.errors(include_url=False))) from None
+
+
+def _message(model: type[Shape], errors: list[dict]) -> str:
+    missing = [e for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
+    errors = missing + [e for e in errors if e not in missing]  # a missing field says most
+    unknown = sorted(place(e["loc"]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown and not missing:
+        named = ", ".join(f"'{name}'" for name in unknown)
+        one = len(unknown) == 1
+        return (
+            f"Field{'' if one else 's'} {named} {'is' if one else 'are'} not supported by LMX; remove "
+            f"{'it' if one else 'them'}. LMX refuses what it cannot honour rather than ignore it."
+        )
+    error = errors[0]
+    where = place(error["loc"])
+    if error["type"] == "lmx":
+        ctx = error["ctx"]
+        text = ctx["text"].format(field=where, value=ctx.get("value"))
+        return text if "{field}" in ctx["text"] or not where else f"Field '{where}' {text}"
+    if error["type"] == "missing":
+        if len(error["loc"]) > 1:
+            return f"{place(error['loc'][:-1])} has no '{error['loc'][-1]}'."
+        hint = model.missing.get(where)
+        return f"Missing field '{where}'" + (f": {hint}" if hint else ".")
+    if error["type"] in ("list_type", "too_short"):
+        return f"Field '{where}' must be a non-empty list."
+    if error["type"] == "too_long":
+        return f"Field '{where}' takes at most {error['ctx']['max_length']} items."
+    if error["type"] == "literal_error":
+        return f"Field '{where}' must be one of {error['ctx']['expected']}, got {error['input']!r}."
+    if error["type"] == "model_type":
+        return f"Field '{where}' must be an object." if where else "The request body must be a JSON object."
+    return f"Field '{where}' is invalid: {error['msg']}." if where else error["msg"]

@@ -1,0 +1,112 @@
+"""LMX's OpenAPI document, built from the protocol models that validate the requests, so it
+cannot drift from what the server accepts (schemathesis and client generators read it)."""
+
+from __future__ import annotations
+
+import functools
+
+from pydantic.json_schema import models_json_schema
+
+from inference.api.protocol import admin, chat, completions, retrieval
+from inference.api.protocol.common import ErrorResponse
+
+# (path, method, summary, request model, response model, streams with `stream: true`)
+OPERATIONS = [
+    (
+        "/v1/chat/completions",
+        "post",
+        "Chat completion",
+        chat.ChatCompletionRequest,
+        chat.ChatCompletion,
+        True,
+    ),
+    (
+        "/v1/completions",
+        "post",
+        "Text completion",
+        completions.CompletionsRequest,
+        completions.Completion,
+        True,
+    ),
+    ("/v1/embeddings", "post", "Embeddings", retrieval.EmbeddingsRequest, retrieval.EmbeddingList, False),
+    ("/v1/rerank", "post", "Rerank documents", retrieval.RerankingRequest, retrieval.RerankResult, False),
+    ("/admin/models/load", "post", "Load a model", admin.LoadRequest, admin.LoadResult, False),
+    ("/admin/models/unload", "post", "Unload the model", None, admin.UnloadResult, False),
+]
+STREAMED_CHUNKS = {
+    "/v1/chat/completions": chat.ChatCompletionChunk,
+    "/v1/completions": completions.Completion,
+}
+ERRORS = {
+    "400": "invalid-request: the body names what is wrong",
+    "404": "model-not-found",
+    "503": "no-model-loaded, oom-unloaded, server-busy or insufficient-memory",
+    "504": "lmx-timeout",
+}
+PLAIN = {  # paths with no body models
+    "/healthz": ("Liveness", {"type": "object", "properties": {"status": {"const": "ok"}}}),
+    "/readyz": (
+        "Readiness",
+        {
+            "type": "object",
+            "properties": {
+                "ready": {"type": "boolean"},
+                "model": {"type": "string"},
+                "vram_gb": {"type": "number"},
+            },
+        },
+    ),
+    "/v1/models": (
+        "Models on disk",
+        {"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"}}},
+    ),
+}
+
+
+@functools.cache
+def document() -> dict:
+    inputs = [(op[3], "validation") for op in OPERATIONS if op[3] is not None]
+    outputs = [(op[4], "serialization") for op in OPERATIONS] + [
+        (model, "serialization") for model in (*STREAMED_CHUNKS.values(), ErrorResponse)
+    ]
+    refs, schemas = models_json_schema(inputs + outputs, ref_template="#/components/schemas/{model}")
+    error = {"content": {"application/json": {"schema": refs[(ErrorResponse, "serialization")]}}}
+    paths: dict = {}
+    for path, method, summary, request, response, streams in OPERATIONS:
+        content = {"application/json": {"schema": refs[(response, "serialization")]}}
+        if streams:
+            content["text/event-stream"] = {
+                "schema": {
+                    "type": "string",
+                    "description": "With `stream: true`: `data: <chunk>` events, then `data: [DONE]`.",
+                },
+                "x-lmx-chunk": refs[(STREAMED_CHUNKS[path], "serialization")],
+            }
+        operation = {
+            "summary": summary,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_')}",
+            "responses": {"200": {"description": "OK", "content": content}}
+            | {code: {"description": text, **error} for code, text in ERRORS.items()},
+        }
+        if request is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(request, "validation")]}},
+            }
+        paths[path] = {method: operation}
+    for path, (summary, schema) in PLAIN.items():
+        paths[path] = {
+            "get": {
+                "summary": summary,
+                "operationId": f"get_{path.strip('/').replace('/', '_')}",
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LMX", "version": "1", "description": "Local LLM inference on MLX."},
+        "paths": paths,
+        "components": {"schemas": schemas.get("$defs", {})},
+    }
