@@ -2,12 +2,14 @@
 
 Speed does not depend on the weight values, so these stand in for weights that cannot be
 downloaded here. The tokenizer is a word-level one over `w0 … w<vocab-1>`: a prompt of N words
-is exactly N tokens, which makes prompt lengths exact across LMX, mlx-lm and mlx_lm.server.
+is exactly N tokens, which makes prompt lengths exact across LMX, mlx-lm and mlx_lm.server. Its
+last ids are the printable ASCII characters, so that a grammar (JSON) can be followed too.
 """
 
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 
 LLAMA3_ROPE = {
@@ -89,14 +91,19 @@ def word(i: int) -> str:
 
 
 def write_tokenizer(path: Path, vocab_size: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     specials = ["<unk>", "<s>", "</s>", "system", "user", "assistant"]
+    chars = [c for c in string.printable if not c.isspace()]
     vocab = {tok: i for i, tok in enumerate(specials)}
-    for i in range(len(specials), vocab_size):
+    for i in range(len(specials), vocab_size - len(chars)):
         vocab[word(i)] = i
+    for i, char in enumerate(chars, start=vocab_size - len(chars)):
+        vocab[char] = i
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Words, and any other text one character a token (what a grammar's forced text needs).
+    pieces = pre_tokenizers.Split(Regex(r"w\d+|system|user|assistant|."), behavior="isolated")
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pieces])
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
     tokenizer.save(str(path / "tokenizer.json"))
     (path / "tokenizer_config.json").write_text(

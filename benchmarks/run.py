@@ -228,6 +228,8 @@ def _structured(base: str, model: str, prompts: Prompts, opts: Options, n: int) 
     twice (medians); None where the model cannot follow a JSON grammar (a word-level test
     vocabulary has no '{')."""
     rates: dict[bool, list[float]] = {False: [], True: []}
+    warm_up = chat_body(model, prompts.make(opts.sweep_prompt_tokens)[0], 8, schema=STORY_SCHEMA)
+    asyncio.run(http_load.run_streams(base, "/v1/chat/completions", [warm_up] * n))
     for constrained in (False, True, False, True):
         schema = STORY_SCHEMA if constrained else None
         bodies = [

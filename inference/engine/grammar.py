@@ -11,18 +11,41 @@ from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
-from llguidance import LLMatcher, LLTokenizer
+from llguidance import LLMatcher, LLTokenizer, TokenizerWrapper
 
 from inference.errors import InvalidRequest
 
 
 def tokenizer_for(tokenizer, vocab_size: int) -> LLTokenizer:
-    """llguidance's view of a model's Hugging Face fast tokenizer (costs ~1 s: cache it per load).
-    `vocab_size` is the model's logits width, which may exceed the tokenizer's."""
-    backend = tokenizer.backend_tokenizer  # mlx-lm's wrapper passes attributes through
-    if backend is None:
-        raise InvalidRequest("This model's tokenizer is not a fast tokenizer; it cannot follow a grammar.")
-    return LLTokenizer(backend.to_str(), n_vocab=vocab_size, eos_token=sorted(tokenizer.eos_token_ids))
+    """llguidance's view of a model's tokenizer (costs ~1 s: cache it per load). `vocab_size` is
+    the model's logits width, which may exceed the tokenizer's. llguidance reads a Hugging Face
+    fast tokenizer's JSON when it knows its decoder; any other tokenizer it is given token by
+    token, as the bytes each token decodes to."""
+    eos = sorted(tokenizer.eos_token_ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # mlx-lm's wrapper passes it through
+    if backend is not None:
+        try:
+            return LLTokenizer(backend.to_str(), n_vocab=vocab_size, eos_token=eos)
+        except ValueError:
+            pass  # e.g. "can't determine decoder type" (a WordPiece decoder)
+    return LLTokenizer(TokenizerWrapper(_TokenBytes(tokenizer, eos)), n_vocab=vocab_size, eos_token=eos)
+
+
+class _TokenBytes:
+    """What llguidance's TokenizerWrapper asks of a tokenizer it cannot read from JSON."""
+
+    def __init__(self, tokenizer, eos: list[int]):
+        self._encode = tokenizer.encode
+        size = len(tokenizer.get_vocab()) if hasattr(tokenizer, "get_vocab") else tokenizer.vocab_size
+        self.tokens = [tokenizer.decode([i]).encode() for i in range(size)]
+        self.eos_token_id = eos[0] if eos else None
+        self.bos_token_id = getattr(tokenizer, "bos_token_id", None)
+        self.special_token_ids = sorted(set(getattr(tokenizer, "all_special_ids", [])) | set(eos))
+
+    def __call__(self, text: str) -> list[int]:
+        if not isinstance(text, str):  # llguidance probes for bytes; a str is what encode reads
+            raise TypeError("text only")
+        return self._encode(text, add_special_tokens=False)
 
 
 class GrammarProcessor:
@@ -32,11 +55,20 @@ class GrammarProcessor:
             raise InvalidRequest(f"The grammar cannot be used: {self.matcher.get_error()}")
         self.eos_tokens = list(tokenizer.eos_tokens)
         self._calls = 0
+        self._pending: int | None = None
+
+    def advance(self, token: int) -> None:
+        """The token sampled at the step before, read on the host by the caller: read here from
+        `tokens` (a new array, queued behind this step's forward pass) it would wait for that
+        pass, and the device would idle while the host builds the next step."""
+        self._pending = token
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         mx.async_eval(logits)  # the forward pass runs while the mask is computed on the host
         if self._calls:
-            self.matcher.consume_token(int(tokens[-1].item()))
+            token = self._pending if self._pending is not None else int(tokens[-1].item())
+            self.matcher.consume_token(token)
+        self._pending = None
         self._calls += 1
         words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
         allowed = np.unpackbits(words, bitorder="little")[: logits.shape[-1]].astype(bool)
@@ -45,3 +77,10 @@ class GrammarProcessor:
         if not allowed.any():  # the matcher failed: end the answer rather than sample from nothing
             allowed[self.eos_tokens] = True
         return mx.where(mx.array(allowed), logits, mx.array(-float("inf"), dtype=logits.dtype))
+
+
+def advance(processors, token: int) -> None:
+    """Give each processor that reads the last token (a grammar) that token, read on the host."""
+    for processor in processors or ():
+        if isinstance(processor, GrammarProcessor):
+            processor.advance(token)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, fields
 
 import mlx.core as mx
@@ -57,7 +59,9 @@ class ModelHost:
         self.loading: str | None = None
         self.oom_unloaded = False
         self.generator: LMXBatchGenerator | None = None  # the loaded model's batch and prompt caches
-        self._grammar_tokenizer = None  # llguidance's tokenizer for the loaded model, made on first use
+        # llguidance's tokenizer for the loaded model, made in the background after each load: made
+        # on the engine thread at the first structured request it stalled every stream ~1 s.
+        self._grammar_tokenizer: Future | None = None
 
     def model_for(self, path: str, loaded_at: float | None = None) -> LoadedModel:
         """The loaded model, if it is still the one at `path` (and, given `loaded_at`, the same
@@ -72,10 +76,23 @@ class ModelHost:
     def grammar_tokenizer(self):
         """The loaded model's tokenizer as llguidance needs it (made once per load)."""
         if self._grammar_tokenizer is None:
-            from inference.engine.grammar import tokenizer_for
+            self._grammar_tokenizer = self._make_grammar_tokenizer(self.loaded)
+        return self._grammar_tokenizer.result()
 
-            self._grammar_tokenizer = tokenizer_for(self.loaded.tokenizer, self.loaded.vocab_size)
-        return self._grammar_tokenizer
+    @staticmethod
+    def _make_grammar_tokenizer(loaded: LoadedModel) -> Future:
+        from inference.engine.grammar import tokenizer_for
+
+        made: Future = Future()
+
+        def make():
+            try:
+                made.set_result(tokenizer_for(loaded.tokenizer, loaded.vocab_size))
+            except BaseException as exc:  # noqa: BLE001 - the first structured request hears it
+                made.set_exception(exc)
+
+        threading.Thread(target=make, name="lmx-grammar-tokenizer", daemon=True).start()
+        return made
 
     def refusal(self) -> LMXError:
         """Why a request cannot run now that no model is loaded."""
@@ -116,6 +133,7 @@ class ModelHost:
                 cache_size=self.prompt_cache_size,
                 cache_bytes=self.prompt_cache_bytes,
             )
+            self._grammar_tokenizer = self._make_grammar_tokenizer(self.loaded)
             freeze_heap()
         except BaseException as exc:
             self.drop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from inference import conf
-from inference.engine import cpu_blas
+from inference.engine import cpu_blas, grammar
 from inference.engine.host import to_host
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.slot import Slot
@@ -114,7 +114,11 @@ class Solo:
     def _feed(self, token: mx.array) -> mx.array:
         """Put `token` (shape (1,)) into the cache; returns the next token, being computed."""
         batch_layers.use(self.model, batched=False)  # one row: mlx-lm's own layers
-        return self._sample(self.model(token[None], cache=self.cache)[:, -1, :], token)
+        logits = self.model(token[None], cache=self.cache)[:, -1, :]
+        if self.processors:  # the forward pass queued, then the host reads the token fed
+            mx.async_eval(logits)
+            grammar.advance(self.processors, int(to_host(token).item()))
+        return self._sample(logits, token)
 
     def _sample(self, logits: mx.array, fed: mx.array) -> mx.array:
         if self.processors:

@@ -1,10 +1,11 @@
 """Build a model folder with a real architecture and random 4-bit weights (for benchmarks)."""
 
+import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from benchmarks.random_model import SHAPES, build
+from benchmarks.random_model import SHAPES, build, write_tokenizer
 from inference import conf
 
 
@@ -21,7 +22,8 @@ class Command(BaseCommand):
         name = f"random-{shape}-4bit" + (f"-{layers}l" if layers else "")
         path = Path(out) if out else conf.models_dir() / name
         if (path / "config.json").exists() and not force:
-            self.stdout.write(f"{path} exists (use --force to rebuild)")
+            write_tokenizer(path, json.loads((path / "config.json").read_text())["vocab_size"])
+            self.stdout.write(f"{path} exists (use --force to rebuild); its tokenizer rewritten")
             return
         try:
             build(shape, path, layers=layers)

@@ -13,7 +13,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, GenerationBatch
 from mlx_lm.models.cache import LRUPromptCache
 
-from inference.engine import mlx_compat
+from inference.engine import grammar, mlx_compat
 from inference.engine.host import to_host
 from inference.engine.mlx_compat import admission, prompt_cache
 
@@ -28,12 +28,16 @@ class HostReadBatch(GenerationBatch):
         logits = logits[:, -1, :]
 
         token_context = []
+        last = None  # the step before's tokens on the host, read once
         if any(self.logits_processors):
+            mx.async_eval(logits)  # queued before the host waits for the step before's tokens
+            last = to_host(inputs).tolist()
             processed_logits = []
             for e in range(len(self.uids)):
                 sample_logits = logits[e : e + 1]
                 processors = self.logits_processors[e] or ()
                 if processors:
+                    grammar.advance(processors, last[e])
                     context = self._token_context[e].update_and_fetch(inputs[e : e + 1])
                     token_context.append(context)
                     for processor in processors:
@@ -56,7 +60,7 @@ class HostReadBatch(GenerationBatch):
         mx.async_eval(self._next_tokens, self._next_logprobs, token_context)
 
         mx.eval(inputs, self._current_logprobs)
-        tokens = to_host(inputs).tolist()
+        tokens = last if last is not None else to_host(inputs).tolist()
         for sti, ti in zip(self.tokens, tokens, strict=False):
             sti.append(ti)
         return tokens, self._current_logprobs

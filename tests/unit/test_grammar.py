@@ -1,0 +1,40 @@
+"""A grammar is followed whatever the tokenizer: one llguidance cannot read from its JSON (a
+word-level vocabulary with a WordPiece decoder, as the benchmark's random models have) is given
+to it token by token."""
+
+import json
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.tokenizer_utils import TokenizerWrapper
+from transformers import AutoTokenizer
+
+from benchmarks.random_model import write_tokenizer
+from inference.engine.grammar import GrammarProcessor, tokenizer_for
+from inference.grammars import json_schema
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "minimum": 3, "maximum": 9}, "tag": {"enum": ["a1", "b2"]}},
+    "required": ["n", "tag"],
+    "additionalProperties": False,
+}
+
+
+def test_random_logits_held_to_a_schema_by_a_word_level_tokenizer(tmp_path):
+    write_tokenizer(tmp_path, 3000)
+    tokenizer = TokenizerWrapper(AutoTokenizer.from_pretrained(str(tmp_path)))
+    grammar_tokenizer = tokenizer_for(tokenizer, 3072)  # logits wider than the vocabulary
+    processor = GrammarProcessor(grammar_tokenizer, json_schema(SCHEMA, where="test"))
+    rng = np.random.default_rng(0)
+    tokens = [1]
+    for _ in range(40):
+        logits = mx.array(rng.normal(size=(1, 3072)).astype(np.float32))
+        masked = processor(mx.array(tokens), logits)
+        token = int(mx.argmax(masked, axis=-1).item())
+        if token in tokenizer.eos_token_ids:
+            break
+        tokens.append(token)
+    text = "".join(tokenizer.convert_ids_to_tokens(tokens[1:]))
+    answer = json.loads(text)
+    assert 3 <= answer["n"] <= 9 and answer["tag"] in ("a1", "b2")
