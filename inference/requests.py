@@ -20,6 +20,7 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     ignore_eos: bool = False
     logprobs: int | None = None  # report log-probabilities, with this many alternatives a token
+    top_k: int = 0  # 0: every token (Anthropic's top_k)
 
 
 @dataclass

@@ -79,6 +79,7 @@ def _request(
         max_tokens=max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
+        top_k=params.top_k,
         seed=params.seed,
         stop=params.stop,
         presence_penalty=params.presence_penalty,
@@ -107,14 +108,7 @@ async def start_generations(req: ChatRequest | CompletionRequest):
         if bad:
             raise InvalidRequest(f"logit_bias names token ids outside the vocabulary: {bad[:5]}.")
     if isinstance(req, ChatRequest):
-        use = req.tools
-        payload = {
-            "messages": req.messages,
-            "tools": use and use.functions,
-            "tool_format": use and use.format,
-            "template_kwargs": req.template_kwargs,
-        }
-        token_lists = [await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.CHAT, payload))]
+        token_lists = [await chat_tokens(req, loaded)]
     else:
         texts = [p for p in req.prompts if isinstance(p, str)]
         encoded = iter(
@@ -143,6 +137,18 @@ async def start_generations(req: ChatRequest | CompletionRequest):
             stream.cancel()
         raise
     return streams, loaded
+
+
+async def chat_tokens(req: ChatRequest, loaded) -> list[int]:
+    """The prompt of a chat as the model's own template and tokenizer make it."""
+    use = req.tools
+    payload = {
+        "messages": req.messages,
+        "tools": use and use.functions,
+        "tool_format": use and use.format,
+        "template_kwargs": req.template_kwargs,
+    }
+    return await asyncio.wrap_future(get_engine().tokenize(loaded, TokenizeKind.CHAT, payload))
 
 
 def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:

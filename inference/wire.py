@@ -23,6 +23,7 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.7
     top_p: float = 1.0
+    top_k: int = 0  # 0: every token
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     presence_penalty: float | None = None
@@ -117,6 +118,7 @@ class ToolCalls:
 class Done:
     finish_reason: FinishReason
     stats: Stats
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,7 +171,11 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
             headers.append((b"retry-after", str(err.retry_after).encode()))
         if err.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="lmx"'))
-        await self.send_json(error_body(err), status=err.status, headers=headers)
+        await self.send_json(self.error_payload(err), status=err.status, headers=headers)
+
+    def error_payload(self, err: LMXError) -> dict:
+        """The error body in this API's own shape (LMX's by default; Anthropic's differs)."""
+        return error_body(err)
 
 
 class UnknownPathConsumer(JsonConsumer):
@@ -182,7 +186,8 @@ class UnknownPathConsumer(JsonConsumer):
     async def _unknown(self, body: bytes) -> None:
         raise LMXError(
             f"There is no endpoint at {self.scope['method']} {self.scope['path']}. The API's paths are "
-            "/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/rerank.",
+            "/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank, "
+            "/v1/messages and /v1/messages/count_tokens (GET /openapi.json lists them).",
             kind=PATH_NOT_FOUND,
         )
 

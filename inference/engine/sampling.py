@@ -11,18 +11,20 @@ from inference.wire import GenerationRequest
 
 
 def sampler(request: GenerationRequest):
-    """Greedy at temperature 0 (None: the generator's own argmax); otherwise top-p sampling,
+    """Greedy at temperature 0 (None: the generator's own argmax); otherwise top-k and top-p sampling,
     with a private key when seeded so the same seed gives the same text whatever else shares
     the batch."""
-    from mlx_lm.sample_utils import apply_top_p
+    from mlx_lm.sample_utils import apply_top_k, apply_top_p
 
     if request.temperature <= 0:
         return None
     inv_temp = 1.0 / request.temperature
-    top_p = request.top_p
+    top_p, top_k = request.top_p, request.top_k
     state = {"key": mx.random.key(request.seed) if request.seed is not None else None}
 
     def sample(logprobs: mx.array) -> mx.array:
+        if top_k > 0:
+            logprobs = apply_top_k(logprobs, top_k)
         if 0 < top_p < 1:
             logprobs = apply_top_p(logprobs, top_p)
         if state["key"] is None:

@@ -40,6 +40,7 @@ class StopFilter:
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
         self.pending = ""
+        self.hit: str | None = None  # the stop string found
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was hit)."""
@@ -48,7 +49,7 @@ class StopFilter:
         self.pending += text
         hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
         if hits:
-            index = min(i for i, _ in hits)
+            index, self.hit = min(hits)
             out, self.pending = self.pending[:index], ""
             return out, True
         keep = max(partial_suffix(self.pending, s) for s in self.stops)
@@ -156,12 +157,12 @@ class Slot:
             reason = FinishReason.LENGTH if not hit and finish_reason == "length" else FinishReason.STOP
             if reason is FinishReason.STOP and self.tool_calls is not None and self.tool_calls.made:
                 reason = FinishReason.TOOL_CALLS
-            self._finish(reason)
+            self._finish(reason, self.stop_filter.hit if hit else None)
             return True
         return False
 
-    def _finish(self, reason: FinishReason) -> None:
-        self._push(Done(reason, self.stats()))
+    def _finish(self, reason: FinishReason, stop_sequence: str | None = None) -> None:
+        self._push(Done(reason, self.stats(), stop_sequence))
         self._release()
 
     def fail(self, error: LMXError) -> None:

@@ -105,8 +105,12 @@ def test_bench_compares_lmx_with_mlx_lm_and_its_server_in_one_table(tiny_models,
     )
     assert min(lo for lo, _ in bounds) - 0.005 <= low <= min(hi for _, hi in bounds) + 0.005
     assert max(lo for lo, _ in bounds) - 0.005 <= high <= max(hi for _, hi in bounds) + 0.005
+    # the random model's tokenizer spells JSON: structured output is measured on it too
+    for streams in ("1 stream", "2 streams"):
+        cell, *_, ratio, _ = _row(table, f"structured output (json_schema), {streams}, tok/s")
+        assert _number(cell) > 0 and re.fullmatch(r"[\d.]+× of unconstrained \([\d,.]+\)", ratio)
     targets = table.split("Targets:")[1]
-    assert len(re.findall(r" — (met|\*\*missed\*\*)", targets)) == 5
+    assert len(re.findall(r" — (met|\*\*missed\*\*)", targets)) == 7
     assert "Failed requests" not in table
 
 

@@ -7,7 +7,7 @@ import functools
 
 from pydantic.json_schema import models_json_schema
 
-from inference.api.protocol import admin, chat, completions, retrieval
+from inference.api.protocol import admin, anthropic, chat, completions, retrieval
 from inference.api.protocol.common import ErrorResponse
 
 # (path, method, summary, request model, response model, streams with `stream: true`)
@@ -30,6 +30,22 @@ OPERATIONS = [
     ),
     ("/v1/embeddings", "post", "Embeddings", retrieval.EmbeddingsRequest, retrieval.EmbeddingList, False),
     ("/v1/rerank", "post", "Rerank documents", retrieval.RerankingRequest, retrieval.RerankResult, False),
+    (
+        "/v1/messages",
+        "post",
+        "Anthropic Messages",
+        anthropic.MessagesRequest,
+        anthropic.MessageResponse,
+        True,
+    ),
+    (
+        "/v1/messages/count_tokens",
+        "post",
+        "Anthropic token count",
+        anthropic.CountTokensRequest,
+        anthropic.InputTokens,
+        False,
+    ),
     ("/admin/models/load", "post", "Load a model", admin.LoadRequest, admin.LoadResult, False),
     ("/admin/models/unload", "post", "Unload the model", None, admin.UnloadResult, False),
 ]
@@ -37,6 +53,8 @@ STREAMED_CHUNKS = {
     "/v1/chat/completions": chat.ChatCompletionChunk,
     "/v1/completions": completions.Completion,
 }
+# Paths whose errors come in their API's own shape.
+ERROR_MODELS = {path: anthropic.AnthropicError for path in ("/v1/messages", "/v1/messages/count_tokens")}
 ERRORS = {
     "400": "invalid-request: the body names what is wrong",
     "404": "model-not-found",
@@ -67,14 +85,20 @@ PLAIN = {  # paths with no body models
 def document() -> dict:
     inputs = [(op[3], "validation") for op in OPERATIONS if op[3] is not None]
     outputs = [(op[4], "serialization") for op in OPERATIONS] + [
-        (model, "serialization") for model in (*STREAMED_CHUNKS.values(), ErrorResponse)
+        (model, "serialization")
+        for model in (*STREAMED_CHUNKS.values(), ErrorResponse, *set(ERROR_MODELS.values()))
     ]
     refs, schemas = models_json_schema(inputs + outputs, ref_template="#/components/schemas/{model}")
-    error = {"content": {"application/json": {"schema": refs[(ErrorResponse, "serialization")]}}}
     paths: dict = {}
     for path, method, summary, request, response, streams in OPERATIONS:
+        error_model = ERROR_MODELS.get(path, ErrorResponse)
+        error = {"content": {"application/json": {"schema": refs[(error_model, "serialization")]}}}
         content = {"application/json": {"schema": refs[(response, "serialization")]}}
-        if streams:
+        if streams and path not in STREAMED_CHUNKS:
+            content["text/event-stream"] = {
+                "schema": {"type": "string", "description": "With `stream: true`: the API's named events."}
+            }
+        elif streams:
             content["text/event-stream"] = {
                 "schema": {
                     "type": "string",
