@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from inference.api import admin, anthropic, docs, openai, probes, retrieval, websocket
+from inference.api import admin, anthropic, docs, openai, probes, responses, retrieval, websocket
 
 http_patterns = [
     path("healthz", probes.healthz_app),
@@ -16,6 +16,8 @@ http_patterns = [
     path("v1/rerank", retrieval.RerankConsumer.as_asgi()),
     path("v1/messages", anthropic.MessagesConsumer.as_asgi()),
     path("v1/messages/count_tokens", anthropic.CountTokensConsumer.as_asgi()),
+    path("v1/responses", responses.ResponsesConsumer.as_asgi()),
+    path("v1/responses/<str:response_id>", responses.StoredResponseConsumer.as_asgi()),
     path("openapi.json", docs.OpenAPIConsumer.as_asgi()),
 ]
 

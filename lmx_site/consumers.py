@@ -187,7 +187,7 @@ class UnknownPathConsumer(JsonConsumer):
         raise LMXError(
             f"There is no endpoint at {self.scope['method']} {self.scope['path']}. The API's paths are "
             "/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank, "
-            "/v1/messages and /v1/messages/count_tokens (GET /openapi.json lists them).",
+            "/v1/messages, /v1/messages/count_tokens and /v1/responses (GET /openapi.json lists them).",
             kind=PATH_NOT_FOUND,
         )
 

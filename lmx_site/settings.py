@@ -113,6 +113,7 @@ LMX_EVENTS_THROUGHPUT_S = env.float("LMX_EVENTS_THROUGHPUT_S", default=1.0)
 LMX_EVENTS_MEMORY_S = env.float("LMX_EVENTS_MEMORY_S", default=2.0)
 LMX_EVENTS_HEARTBEAT_S = env.float("LMX_EVENTS_HEARTBEAT_S", default=5.0)
 LMX_ERROR_RETENTION_DAYS = env.int("LMX_ERROR_RETENTION_DAYS", default=90)
+LMX_RESPONSE_RETENTION_DAYS = env.int("LMX_RESPONSE_RETENTION_DAYS", default=30)
 LMX_CPU_FAST_PATH = env.str("LMX_CPU_FAST_PATH", default="auto")  # auto | on | off
 LMX_BATCH_LAYERS = env.str("LMX_BATCH_LAYERS", default="auto")  # auto | on | off
 LMX_PREFILL_BUCKETS = env.str(

@@ -90,12 +90,48 @@ class Request(Shape):
     prompt_cache_key: str | None = Field(None, description=IGNORED_NOTE)
 
 
+_TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _is_label(part) -> bool:
+    """A union member's label pydantic puts in the place (e.g. "str", "list[tagged-union[...]]")."""
+    return isinstance(part, str) and ("[" in part or part in _TYPE_NAMES or part.startswith("function-"))
+
+
+def clean(loc: tuple) -> tuple:
+    """The place of an error without pydantic's union labels and tagged-union tags."""
+    out, skip_tag = [], False
+    for part in loc:
+        if _is_label(part):
+            skip_tag = skip_tag or "tagged-union[" in part
+            continue
+        if skip_tag and isinstance(part, int):
+            out.append(part)
+            continue
+        if skip_tag and isinstance(part, str):
+            skip_tag = False  # the member's tag, not a field
+            continue
+        out.append(part)
+    return tuple(out)
+
+
 def place(loc: tuple) -> str:
     """("messages", 2, "role") -> "messages[2].role"."""
     out = ""
-    for part in loc:
+    for part in clean(loc):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _deepest(errors: list[dict]) -> list[dict]:
+    """Of a union's failed members, the errors of the ones that got furthest: a list sent where
+    a string or a list is allowed is judged as a list, not reported as "not a string"."""
+    places = [clean(e["loc"]) for e in errors]
+    return [
+        e
+        for e, loc in zip(errors, places, strict=True)
+        if not (e["type"].endswith("_type") and any(o != loc and o[: len(loc)] == loc for o in places))
+    ]
 
 
 T = TypeVar("T", bound="Shape")
@@ -112,6 +148,7 @@ def parse(model: type[T], data: dict) -> T:
 
 
 def _message(model: type[Shape], errors: list[dict]) -> str:
+    errors = _deepest(errors)
     missing = [e for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
     errors = missing + [e for e in errors if e not in missing]  # a missing field says most
     unknown = sorted(place(e["loc"]) for e in errors if e["type"] == "extra_forbidden")
@@ -128,15 +165,18 @@ def _message(model: type[Shape], errors: list[dict]) -> str:
         ctx = error["ctx"]
         text = ctx["text"].format(field=where, value=ctx.get("value"))
         return text if "{field}" in ctx["text"] or not where else f"Field '{where}' {text}"
+    if error["type"] == "missing" and len(clean(error["loc"])) > 1:
+        loc = clean(error["loc"])
+        return f"{place(loc[:-1])} has no '{loc[-1]}'."
     if error["type"] == "missing":
-        if len(error["loc"]) > 1:
-            return f"{place(error['loc'][:-1])} has no '{error['loc'][-1]}'."
         hint = model.missing.get(where)
         return f"Missing field '{where}'" + (f": {hint}" if hint else ".")
     if error["type"] in ("list_type", "too_short"):
         return f"Field '{where}' must be a non-empty list."
     if error["type"] == "too_long":
         return f"Field '{where}' takes at most {error['ctx']['max_length']} items."
+    if error["type"] == "union_tag_invalid":
+        return f"{where}.type '{error['ctx']['tag']}' is not supported; use one of {error['ctx']['expected_tags']}."
     if error["type"] == "literal_error":
         return f"Field '{where}' must be one of {error['ctx']['expected']}, got {error['input']!r}."
     if error["type"] == "model_type":

@@ -7,7 +7,7 @@ import functools
 
 from pydantic.json_schema import models_json_schema
 
-from inference.api.protocol import admin, anthropic, chat, completions, retrieval
+from inference.api.protocol import admin, anthropic, chat, completions, responses, retrieval
 from inference.api.protocol.common import ErrorResponse
 
 # (path, method, summary, request model, response model, streams with `stream: true`)
@@ -46,6 +46,7 @@ OPERATIONS = [
         anthropic.InputTokens,
         False,
     ),
+    ("/v1/responses", "post", "OpenAI Responses", responses.ResponsesRequest, responses.ResponseObject, True),
     ("/admin/models/load", "post", "Load a model", admin.LoadRequest, admin.LoadResult, False),
     ("/admin/models/unload", "post", "Unload the model", None, admin.UnloadResult, False),
 ]
