@@ -120,6 +120,24 @@ def test_count_tokens_is_what_the_prompt_then_costs(client):
     assert counted.input_tokens == done.usage.input_tokens + done.usage.cache_read_input_tokens
 
 
+def test_the_next_turn_reads_the_conversation_from_the_prompt_cache(client):
+    system = "You are a geography tutor. Answer in one short sentence."
+    first = client.messages.create(
+        model=MLX_ID, max_tokens=12, system=system, messages=QUESTION, extra_body=GREEDY
+    )
+    turn = [
+        *QUESTION,
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": "And Italy?"},
+    ]
+    second = client.messages.create(
+        model=MLX_ID, max_tokens=12, system=system, messages=turn, extra_body=GREEDY
+    )
+    first_prompt = first.usage.input_tokens + first.usage.cache_read_input_tokens
+    assert second.usage.cache_read_input_tokens >= first_prompt - 1  # the first turn's prompt, reused
+    assert second.usage.input_tokens > 0  # and only the rest computed
+
+
 def test_errors_are_the_sdks_typed_exceptions_and_are_recorded(client, server, server_db):
     from monitoring.models import ErrorEvent
 

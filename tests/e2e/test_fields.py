@@ -88,7 +88,7 @@ def test_the_official_client_hears_the_refusal_and_fields_accepted_on_purpose_pa
 
 def test_an_unknown_api_path_answers_the_json_error_body(server):
     with server.client() as http:
-        missing = http.post("/v1/messages", json={"model": MLX_ID})
+        missing = http.post("/v1/assistants", json={"model": MLX_ID})
         nested = http.get("/v1/models/extra/part")
     for r in (missing, nested):
         assert r.status_code == 404 and r.headers["content-type"] == "application/json"
