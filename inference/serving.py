@@ -15,7 +15,7 @@ from inference import conf, resolve, services, signals, store
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
 from inference.requests import ChatRequest, CompletionRequest, SamplingParams
 from inference.runtime import get_engine
-from inference.wire import GenerationRequest, Stats, TokenizeKind
+from inference.wire import Failed, GenerationRequest, Stats, TokenizeKind
 
 log = logging.getLogger("lmx.serving")
 DEFAULT_MAX_TOKENS = 4096
@@ -149,6 +149,16 @@ async def chat_tokens(req: ChatRequest, loaded) -> list[int]:
         "template_kwargs": req.template_kwargs,
     }
     return await asyncio.wrap_future(get_engine().tokenize(loaded, TokenizeKind.CHAT, payload))
+
+
+async def opened(stream):
+    """(the stream's remaining events, its Started event), or its error raised before a byte
+    of the answer is sent (a plain error response)."""
+    events = stream.events()
+    first = await anext(events)
+    if isinstance(first, Failed):
+        raise first.error
+    return events, first
 
 
 def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:

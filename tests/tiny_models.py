@@ -28,3 +28,24 @@ def with_smollm_tokenizer(
     config.pop("added_tokens_decoder", None)
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return describe_mlx_folder(folder, folder.name)
+
+
+# As Qwen3's template does: thinking on unless the request says enable_thinking=false.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}"
+    "{% endif %}"
+)
+
+
+def thinking_model(folder: Path, model_store: Path) -> ModelSpec:
+    """A tiny thinking model: SmolLM2's tokenizer plus `<think>` / `</think>` tokens, and a
+    template that opens the block (random weights never close it)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_store / SMOLLM / "tokenizer.json"))
+    tokenizer.add_tokens([AddedToken("<think>", normalized=False), AddedToken("</think>", normalized=False)])
+    return with_smollm_tokenizer(
+        folder, model_store, template=THINKING_TEMPLATE, vocab_size=49160, tokenizer=tokenizer
+    )

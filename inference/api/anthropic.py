@@ -16,7 +16,7 @@ from inference.errors import (
     LMXError,
     scrub,
 )
-from inference.wire import Done, Failed, FinishReason, Reasoning, Started, Text, ToolCalls
+from inference.wire import Done, Failed, FinishReason, Reasoning, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error
 
 ERROR_TYPES = {
@@ -133,12 +133,8 @@ class MessagesConsumer(AnthropicConsumer):
     async def _stream(self, generation, model: str) -> None:
         """Anthropic's event sequence: message_start, ping, each content block's start, deltas
         and stop, message_delta (stop reason, usage), message_stop."""
-        events = generation.events()
-        match await anext(events):
-            case Failed(error):
-                raise error  # before any byte is sent: a plain error response
-            case Started(cached, prompt):
-                pass
+        events, started = await serving.opened(generation)
+        cached, prompt = started.cached_tokens, started.prompt_tokens
         self._headers_sent = True
         await self.send_headers(status=200, headers=SSE_HEADERS)
         start = protocol.MessageResponse(

@@ -12,7 +12,7 @@ from inference.api.protocol.common import Usage
 from inference.errors import LMXError, error_body
 from inference.requests import CompletionRequest
 from inference.runtime import get_engine
-from inference.wire import Done, Failed, Logprobs, Reasoning, Started, Text, ToolCalls
+from inference.wire import Done, Failed, Logprobs, Reasoning, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
 
 
@@ -125,12 +125,7 @@ class GenerationConsumer(JsonConsumer):
     async def _stream(self, req, generation, model: str) -> None:
         """SSE: a chunk per step's text, then the finish chunk, usage if asked, and [DONE]."""
         rid, created = serving.new_id(self.id_prefix), serving.now()
-        events = generation.events()
-        match await anext(events):
-            case Failed(error):
-                raise error  # before any byte is sent: a plain error response
-            case Started():
-                pass
+        events, _ = await serving.opened(generation)
         await self.send_headers(status=200, headers=SSE_HEADERS)
         opening = self.chunk(rid, model, created, None, None, first=True)
         if opening is not None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from inference import serving, shutdown, stored_responses
 from inference.api.protocol import responses as protocol
 from inference.errors import PATH_NOT_FOUND, LMXError, error_body
-from inference.wire import Done, Failed, FinishReason, Reasoning, Started, Text, ToolCalls
+from inference.wire import Done, Failed, FinishReason, Reasoning, Text, ToolCalls
 from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error
 
 
@@ -233,12 +233,7 @@ class ResponsesConsumer(JsonConsumer):
                 await self.send_json(response.model_dump(mode="json"))
 
     async def _stream(self, generation) -> None:
-        events = generation.events()
-        match await anext(events):
-            case Failed(error):
-                raise error  # before any byte is sent: a plain error response
-            case Started():
-                pass
+        events, _ = await serving.opened(generation)
         self._headers_sent = True
         await self.send_headers(status=200, headers=SSE_HEADERS)
         answer, sequence = Answer(), 0

@@ -63,20 +63,54 @@ class GrammarProcessor:
         pass, and the device would idle while the host builds the next step."""
         self._pending = token
 
-    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        mx.async_eval(logits)  # the forward pass runs while the mask is computed on the host
+    def next_mask(self, token: int | None) -> np.ndarray:
+        """The allowed tokens after `token` (the one sampled at the step before; None on the first
+        call, after the prompt) as llguidance's bitmask: int32 words, bit i of word w = token 32w+i."""
         if self._calls:
-            token = self._pending if self._pending is not None else int(tokens[-1].item())
             self.matcher.consume_token(token)
         self._pending = None
         self._calls += 1
-        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
-        allowed = np.unpackbits(words, bitorder="little")[: logits.shape[-1]].astype(bool)
-        if allowed.shape[0] < logits.shape[-1]:
-            allowed = np.pad(allowed, (0, logits.shape[-1] - allowed.shape[0]))
-        if not allowed.any():  # the matcher failed: end the answer rather than sample from nothing
-            allowed[self.eos_tokens] = True
-        return mx.where(mx.array(allowed), logits, mx.array(-float("inf"), dtype=logits.dtype))
+        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.int32).copy()
+        if not words.any():  # the matcher failed: end the answer rather than sample from nothing
+            bits = words.view(np.uint32)
+            for eos in self.eos_tokens:
+                bits[eos // 32] |= np.uint32(1 << (eos % 32))
+        return words
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        mx.async_eval(logits)  # the forward pass runs while the mask is computed on the host
+        token = None
+        if self._calls:
+            token = self._pending if self._pending is not None else int(tokens[-1].item())
+        words = self.next_mask(token)
+        return _apply(logits, words[None, :])
+
+
+def _apply(logits: mx.array, words: np.ndarray) -> mx.array:
+    """`logits` (rows, vocab) with every token whose bit is clear in `words` (rows, w) at -inf;
+    tokens past the words' end are cleared too. One transfer and one `where` for all rows."""
+    rows, vocab = logits.shape
+    width = -(-vocab // 32)
+    if words.shape[1] < width:
+        words = np.pad(words, ((0, 0), (0, width - words.shape[1])))
+    bits = (mx.array(words[:, :width])[:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
+    allowed = bits.reshape(rows, width * 32)[:, :vocab].astype(mx.bool_)
+    return mx.where(allowed, logits, mx.array(-float("inf"), dtype=logits.dtype))
+
+
+def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: list[int]) -> mx.array:
+    """The batch step's grammars in one go: each constrained row's mask, after the token it
+    sampled at the step before (`last`, read on the host), into one bitmask for the whole batch
+    (other rows allow every token), applied with one `where`: per-row slices, masks and
+    concatenation cost more than the masks themselves at 32 rows."""
+    batch, vocab = logits.shape
+    width = -(-vocab // 32)
+    words = np.full((batch, width), -1, dtype=np.int32)
+    for row, processor in rows:
+        mask = processor.next_mask(last[row] if processor._calls else None)
+        words[row] = 0
+        words[row, : min(width, mask.shape[0])] = mask[:width]
+    return _apply(logits, words)
 
 
 def advance(processors, token: int) -> None:

@@ -1,6 +1,9 @@
 """Anthropic's Messages API with the official `anthropic` SDK, on the real default model."""
 
+import json
+
 import anthropic
+import jsonschema
 import pytest
 
 from tests.conftest import MLX_ID
@@ -109,6 +112,29 @@ def test_a_tool_round_trip(client):
         streamed = stream.get_final_message()
     (again,) = [block for block in streamed.content if block.type == "tool_use"]
     assert again.name == "get_weather" and again.input == use.input and streamed.stop_reason == "tool_use"
+
+
+def test_output_config_format_is_enforced(client):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"enum": ["France", "Italy"]}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    done = client.messages.create(
+        model=MLX_ID,
+        max_tokens=60,
+        messages=QUESTION,
+        extra_body={**GREEDY, "output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    jsonschema.validate(json.loads(_text(done)), schema)
+    with pytest.raises(anthropic.BadRequestError, match=r"output_config\.format\.schema"):
+        client.messages.create(
+            model=MLX_ID,
+            max_tokens=4,
+            messages=QUESTION,
+            extra_body={"output_config": {"format": {"type": "json_schema", "schema": {"type": "objectz"}}}},
+        )
 
 
 def test_count_tokens_is_what_the_prompt_then_costs(client):

@@ -95,6 +95,15 @@ def test_admin_console_shows_errors_and_models_to_operators_only(make_server):
         assert "1 error event" in search.text
         models = http.get("/admin/monitoring/modelrecord/")
         assert models.status_code == 200 and MLX_ID in models.text
+        # a response stored by the Responses API is listed, and purged by age
+        stored = http.post(
+            "/v1/responses", json={"model": MLX_ID, "input": "Hi", "max_output_tokens": 2}
+        ).json()
+        responses = http.get("/admin/inference/storedresponse/")
+        assert responses.status_code == 200 and stored["id"] in responses.text
+    out = srv.manage("lmx_purge_responses", "--days", "0").stdout
+    assert "Deleted 1 stored responses older than 0 days." in out
+    assert httpx.get(f"{srv.url}/v1/responses/{stored['id']}").status_code == 404
 
 
 def test_purge_command_keeps_recent_error_events(make_server, server_db):

@@ -2,8 +2,10 @@
 items, streamed events in the published shapes, a function-tool round trip, stored
 conversations continued by previous_response_id, retrieve and delete."""
 
+import json
 import typing
 
+import jsonschema
 import openai
 import pytest
 from openai.types.responses import ResponseStreamEvent
@@ -133,6 +135,24 @@ def test_previous_response_id_continues_the_conversation_from_the_prompt_cache(c
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 1
     assert second.output_text.strip()
+
+
+def test_text_format_json_schema_is_enforced(client):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    done = client.responses.create(
+        model=MLX_ID,
+        input=QUESTION,
+        text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+        temperature=0,
+        max_output_tokens=40,
+        store=False,
+    )
+    jsonschema.validate(json.loads(done.output_text), schema)
 
 
 def test_a_stored_response_is_retrieved_then_deleted(client):

@@ -20,7 +20,7 @@ REQUESTS = [
 
 
 def _request(**kw):
-    return SimpleNamespace(top_p=1.0, logit_bias=None, frequency_penalty=0.0, grammar=None, **kw)
+    return SimpleNamespace(top_p=1.0, top_k=0, logit_bias=None, frequency_penalty=0.0, grammar=None, **kw)
 
 
 def _generate(model, prompts, n: int, *, host_read: bool) -> list[list[int]]:

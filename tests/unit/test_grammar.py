@@ -38,3 +38,26 @@ def test_random_logits_held_to_a_schema_by_a_word_level_tokenizer(tmp_path):
     text = "".join(tokenizer.convert_ids_to_tokens(tokens[1:]))
     answer = json.loads(text)
     assert 3 <= answer["n"] <= 9 and answer["tag"] in ("a1", "b2")
+
+
+def test_a_batch_s_grammars_are_applied_in_one_mask_and_free_rows_keep_their_logits(tmp_path):
+    from inference.engine.grammar import mask_rows
+
+    write_tokenizer(tmp_path, 3000)
+    tokenizer = TokenizerWrapper(AutoTokenizer.from_pretrained(str(tmp_path)))
+    grammar_tokenizer = tokenizer_for(tokenizer, 3072)
+    alone = GrammarProcessor(grammar_tokenizer, json_schema(SCHEMA, where="test"))
+    batched = GrammarProcessor(grammar_tokenizer, json_schema(SCHEMA, where="test"))
+    rng = np.random.default_rng(1)
+    logits = mx.array(rng.normal(size=(3, 3072)).astype(np.float32))
+    masked = mask_rows(logits, [(1, batched)], last=[0, 0, 0])  # the first call: after the prompt
+    expected = alone(mx.array([1]), logits[1:2])
+    assert mx.array_equal(masked[0], logits[0]) and mx.array_equal(masked[2], logits[2])
+    assert mx.array_equal(masked[1:2], expected)
+    allowed = [int(i) for i in np.nonzero(np.isfinite(np.array(masked[1])))[0]]
+    assert tokenizer.convert_ids_to_tokens(allowed) == ["{"]
+    # the next step consumes the token each was given, and both stay in step
+    token = allowed[0]
+    again = mask_rows(logits, [(1, batched)], last=[7, token, 9])
+    alone.advance(token)
+    assert mx.array_equal(again[1:2], alone(mx.array([1, token]), logits[1:2]))

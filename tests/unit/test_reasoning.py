@@ -4,31 +4,17 @@ with SmolLM2's tokenizer plus `<think>` / `</think>` tokens and a template that 
 import asyncio
 
 import pytest
-from tokenizers import AddedToken, Tokenizer
 
 from inference.client.inprocess import InProcessEngineClient
 from inference.engine.reasoning import ReasoningSplitter
 from inference.wire import Done, GenerationRequest, Reasoning, Text, TokenizeKind
-from tests.conftest import MLX_ID, running_engine
-from tests.tiny_models import with_smollm_tokenizer
-
-# As Qwen3's template does: thinking on unless the request says enable_thinking=false.
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}"
-    "{% endif %}"
-)
+from tests import tiny_models
+from tests.conftest import running_engine
 
 
 @pytest.fixture(scope="module")
 def thinking_model(tmp_path_factory, model_store):
-    tokenizer = Tokenizer.from_file(str(model_store / MLX_ID / "tokenizer.json"))
-    tokenizer.add_tokens([AddedToken("<think>", normalized=False), AddedToken("</think>", normalized=False)])
-    folder = tmp_path_factory.mktemp("models") / "tiny-thinking"
-    return with_smollm_tokenizer(
-        folder, model_store, template=TEMPLATE, vocab_size=49160, tokenizer=tokenizer
-    )
+    return tiny_models.thinking_model(tmp_path_factory.mktemp("models") / "tiny-thinking", model_store)
 
 
 @pytest.fixture(scope="module")

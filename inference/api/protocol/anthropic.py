@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from inference import grammars
 from inference.api import tools
 from inference.api.protocol.base import Bool, Int, Number, Shape, explain, fail, parse
-from inference.api.protocol.common import MAX_STOP, MAX_TOKENS_CAP, ModelName
+from inference.api.protocol.common import MAX_STOP, MAX_TOKENS_CAP, FunctionName, ModelName
 from inference.errors import InvalidRequest
 from inference.requests import ChatRequest, SamplingParams
 
@@ -110,9 +110,7 @@ class Message(Shape):
 
 
 class Tool(Shape):
-    name: Annotated[
-        str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$"), explain("must be 1-64 letters, digits, '_' or '-'.")
-    ]
+    name: FunctionName
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None

@@ -150,7 +150,9 @@ def parse(model: type[T], data: dict) -> T:
 def _message(model: type[Shape], errors: list[dict]) -> str:
     errors = _deepest(errors)
     missing = [e for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
-    errors = missing + [e for e in errors if e not in missing]  # a missing field says most
+    kinds = [e for e in errors if clean(e["loc"])[-1:] == ("type",) and e not in missing]
+    # a missing field says most; then a wrong `type` (the rest of that object is judged by it)
+    errors = missing + kinds + [e for e in errors if e not in missing and e not in kinds]
     unknown = sorted(place(e["loc"]) for e in errors if e["type"] == "extra_forbidden")
     if unknown and not missing:
         named = ", ".join(f"'{name}'" for name in unknown)

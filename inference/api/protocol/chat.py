@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from inference import grammars
 from inference.api import tools
 from inference.api.protocol.base import Bool, Int, Shape, explain, fail, parse
-from inference.api.protocol.common import Sampling, Usage, omitted_when_none
+from inference.api.protocol.common import FunctionName, Sampling, Usage, omitted_when_none
 from inference.requests import ChatRequest
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -123,9 +123,7 @@ class ResponseFormat(Shape):
 
 
 class FunctionIn(Shape):
-    name: Annotated[
-        str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$"), explain("must be 1-64 letters, digits, '_' or '-'.")
-    ]
+    name: FunctionName
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: Bool | None = None

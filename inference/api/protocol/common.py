@@ -12,6 +12,9 @@ from inference.requests import SamplingParams
 MAX_STOP = 16
 MAX_TOKENS_CAP = 1_000_000
 
+FunctionName = Annotated[
+    str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$"), explain("must be 1-64 letters, digits, '_' or '-'.")
+]
 ModelName = Annotated[
     str,
     Field(min_length=1, max_length=300, pattern=r"\S"),

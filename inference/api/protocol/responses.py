@@ -11,7 +11,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from inference import grammars
 from inference.api import tools
 from inference.api.protocol.base import Bool, Int, Number, Request, Shape, explain, fail, parse
-from inference.api.protocol.chat import REASONING_EFFORTS
+from inference.api.protocol.chat import REASONING_EFFORTS, FunctionIn
 from inference.api.protocol.common import MAX_TOKENS_CAP, ModelName
 from inference.errors import InvalidRequest
 from inference.requests import ChatRequest, SamplingParams
@@ -94,14 +94,10 @@ Item = Annotated[
 ]
 
 
-class FunctionTool(Shape):
+class FunctionTool(FunctionIn):
+    """A function tool: chat's function, flattened beside its `type`."""
+
     type: Literal["function"]
-    name: Annotated[
-        str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$"), explain("must be 1-64 letters, digits, '_' or '-'.")
-    ]
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: Bool | None = None
 
 
 class FunctionChoice(Shape):

@@ -32,18 +32,23 @@ class HostReadBatch(GenerationBatch):
         if any(self.logits_processors):
             mx.async_eval(logits)  # queued before the host waits for the step before's tokens
             last = to_host(inputs).tolist()
-            processed_logits = []
+            grammars, processed, sliced = [], [], False
             for e in range(len(self.uids)):
                 sample_logits = logits[e : e + 1]
                 processors = self.logits_processors[e] or ()
-                if processors:
-                    grammar.advance(processors, last[e])
+                others = [p for p in processors if not isinstance(p, grammar.GrammarProcessor)]
+                grammars += [(e, p) for p in processors if isinstance(p, grammar.GrammarProcessor)]
+                if others:  # penalties and biases read the row's tokens so far
+                    sliced = True
                     context = self._token_context[e].update_and_fetch(inputs[e : e + 1])
                     token_context.append(context)
-                    for processor in processors:
+                    for processor in others:
                         sample_logits = processor(context, sample_logits)
-                processed_logits.append(sample_logits)
-            logits = mx.concatenate(processed_logits, axis=0)
+                processed.append(sample_logits)
+            if sliced:
+                logits = mx.concatenate(processed, axis=0)
+            if grammars:  # all constrained rows' masks at once, last (nothing may lift a masked token)
+                logits = grammar.mask_rows(logits, grammars, last)
 
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
