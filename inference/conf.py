@@ -63,3 +63,6 @@ def validate() -> None:
             raise ImproperlyConfigured(f"{name} must be {choices}, not {get(name)!r}")
     if get("LMX_REQUEST_TIMEOUT_S") <= 0:
         raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")
+    from inference import aliases
+
+    aliases.all_aliases()  # a malformed LMX_MODEL_ALIASES fails here

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from inference import memory, resolve, signals, store
+from inference import aliases, memory, resolve, signals, store
 from inference.errors import InvalidRequest
 from inference.runtime import get_engine
 from inference.store import ModelSpec
@@ -57,8 +57,9 @@ async def _resolve(ref: str) -> ModelSpec:
         return await asyncio.to_thread(resolve.resolve, ref, specs, allow_download=True)
 
 
-async def model_load(*, ref: str) -> dict:
-    spec = await _resolve(ref)
+async def model_load(*, ref: str, alias: str | None = None) -> dict:
+    """Load `ref` (a model id, alias, local path or hub id); `alias` names it from then on."""
+    spec = await _resolve(aliases.resolve(ref))
     if spec.extra.get("error"):
         # refused before the resident model is unloaded: a broken file must not cost the working one
         raise InvalidRequest(
@@ -72,6 +73,8 @@ async def model_load(*, ref: str) -> dict:
         await signals.model_loaded.asend(
             sender=ModelSpec, spec=spec.as_dict(), load_time_ms=result.load_time_ms
         )
+    if alias:
+        aliases.add(alias, result.model)
     return {
         "success": True,
         "model": result.model,

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 
-from inference import conf, resolve, services, signals, store
+from inference import aliases, conf, resolve, services, signals, store
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
 from inference.requests import ChatRequest, CompletionRequest, SamplingParams
 from inference.runtime import get_engine
@@ -32,6 +32,7 @@ def _matches(name: str, loaded) -> bool:
 
 async def ensure_model(name: str):
     """The loaded model if `name` names it; load it first under LMX_JIT_LOAD; else the SPEC error."""
+    name = aliases.resolve(name)
     engine = get_engine()
     loaded = engine.loaded
     if loaded is not None and _matches(name, loaded):

@@ -107,6 +107,7 @@ LMX_MAX_QUEUE = env.int("LMX_MAX_QUEUE", default=64)
 LMX_REQUEST_TIMEOUT_S = env.float("LMX_REQUEST_TIMEOUT_S", default=600.0)
 LMX_MAX_BODY_BYTES = env.int("LMX_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 LMX_JIT_LOAD = env.bool("LMX_JIT_LOAD", default=False)
+LMX_MODEL_ALIASES = env.str("LMX_MODEL_ALIASES", default="")  # alias=model pairs, or a file of them
 LMX_PROMPT_CACHE_SIZE = env.int("LMX_PROMPT_CACHE_SIZE", default=16)
 LMX_PROMPT_CACHE_BYTES = env.int("LMX_PROMPT_CACHE_BYTES", default=2 * 1024**3)
 LMX_EVENTS_THROUGHPUT_S = env.float("LMX_EVENTS_THROUGHPUT_S", default=1.0)

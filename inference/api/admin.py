@@ -16,7 +16,7 @@ class LoadConsumer(JsonConsumer):
         if isinstance(data.get("model"), str):
             self.model_name = data["model"][:300]  # the error history names what was asked for
         req = parse(LoadRequest, data)
-        await self.send_json(await services.model_load(ref=req.model.strip()))
+        await self.send_json(await services.model_load(ref=req.model.strip(), alias=req.alias))
 
 
 class UnloadConsumer(JsonConsumer):

@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
-from inference import serving, shutdown, store
+from inference import aliases, serving, shutdown, store
 from inference.api.protocol import chat, completions
 from inference.api.protocol.common import Usage
 from inference.errors import LMXError, error_body
@@ -31,6 +31,11 @@ class ModelsListConsumer(JsonConsumer):
             }
             for s in specs
         ]
+        known = {entry["id"].lower(): entry for entry in data}
+        for alias, target in sorted(aliases.all_aliases().items()):
+            entry = known.get(target.lower()) or known.get(f"{target.lower()}.gguf")
+            if entry is not None and alias not in known:  # an alias of a model on disk
+                data.append({**entry, "id": alias, "alias_of": entry["id"]})
         await self.send_json({"object": "list", "data": data})
 
 

@@ -265,3 +265,18 @@ def test_a_failed_load_keeps_the_model_that_was_loaded(make_server, model_store,
     )
     rows = ErrorEvent.objects.using(server_db(srv)).filter(code="invalid-request")
     assert {"Corrupt-Weights", "Mismatched-Config"} <= set(rows.values_list("model", flat=True))
+
+
+def test_an_alias_given_at_load_names_the_model_in_requests_and_in_the_list(server):
+    with server.client() as http:
+        loaded = http.post("/admin/models/load", json={"model": MLX_ID, "alias": "gpt-4o-mini"})
+        assert loaded.status_code == 200 and loaded.json()["model"] == MLX_ID
+        chat = http.post(
+            "/v1/chat/completions",
+            json={"model": "GPT-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+        )
+        assert chat.status_code == 200 and chat.json()["model"] == MLX_ID
+        listed = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
+        assert listed["gpt-4o-mini"]["alias_of"] == MLX_ID and "alias_of" not in listed[MLX_ID]
+        bad = http.post("/admin/models/load", json={"model": MLX_ID, "alias": "no spaces"})
+        assert bad.status_code == 400 and "'alias'" in bad.json()["error"]["message"]

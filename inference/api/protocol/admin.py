@@ -19,6 +19,14 @@ class LoadRequest(Shape):
         ),
         explain("must be a non-empty string of at most 1024 characters."),
     ]
+    alias: (
+        Annotated[
+            str,
+            Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$", description="Another name for the model."),
+            explain("must be 1-128 letters, digits or . _ : / - (starting with a letter or digit)."),
+        ]
+        | None
+    ) = None
 
 
 class LoadResult(BaseModel):

@@ -87,7 +87,12 @@ def document() -> dict:
     inputs = [(op[3], "validation") for op in OPERATIONS if op[3] is not None]
     outputs = [(op[4], "serialization") for op in OPERATIONS] + [
         (model, "serialization")
-        for model in (*STREAMED_CHUNKS.values(), ErrorResponse, *set(ERROR_MODELS.values()))
+        for model in (
+            *STREAMED_CHUNKS.values(),
+            ErrorResponse,
+            *set(ERROR_MODELS.values()),
+            responses.Deleted,
+        )
     ]
     refs, schemas = models_json_schema(inputs + outputs, ref_template="#/components/schemas/{model}")
     paths: dict = {}
@@ -129,6 +134,25 @@ def document() -> dict:
                 },
             }
         }
+    stored = {"content": {"application/json": {"schema": refs[(responses.ResponseObject, "serialization")]}}}
+    deleted = {"content": {"application/json": {"schema": refs[(responses.Deleted, "serialization")]}}}
+    missing = {
+        "description": "not stored",
+        "content": {"application/json": {"schema": refs[(ErrorResponse, "serialization")]}},
+    }
+    paths["/v1/responses/{response_id}"] = {
+        "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "summary": "A stored response",
+            "operationId": "get_v1_responses_id",
+            "responses": {"200": {"description": "OK", **stored}, "404": missing},
+        },
+        "delete": {
+            "summary": "Delete a stored response",
+            "operationId": "delete_v1_responses_id",
+            "responses": {"200": {"description": "Deleted", **deleted}, "404": missing},
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "LMX", "version": "1", "description": "Local LLM inference on MLX."},
