@@ -9,10 +9,34 @@ import httpx
 from tests.conftest import MLX_ID, wait_for
 
 LONG = [{"role": "user", "content": "Tell a very long story."}]
+# A string longer than the test waits for: the grammar keeps the answer from ending on its own
+# (a greedy story may take another path from a cached prefix and end after a few tokens).
+ENDLESS = {
+    "type": "object",
+    "properties": {"story": {"type": "string", "minLength": 100000}},
+    "required": ["story"],
+}
 STREAMS = {
-    "/v1/messages": ({"model": MLX_ID, "messages": LONG, "max_tokens": 2000, "stream": True}, "text_delta"),
+    "/v1/messages": (
+        {
+            "model": MLX_ID,
+            "messages": LONG,
+            "max_tokens": 2000,
+            "stream": True,
+            "temperature": 0,
+            "output_config": {"format": {"type": "json_schema", "schema": ENDLESS}},
+        },
+        "text_delta",
+    ),
     "/v1/responses": (
-        {"model": MLX_ID, "input": LONG, "max_output_tokens": 2000, "stream": True},
+        {
+            "model": MLX_ID,
+            "input": LONG,
+            "max_output_tokens": 2000,
+            "stream": True,
+            "temperature": 0,
+            "text": {"format": {"type": "json_schema", "name": "story", "schema": ENDLESS}},
+        },
         "output_text.delta",
     ),
 }
@@ -34,8 +58,9 @@ def test_a_client_leaving_a_stream_frees_its_slot_and_busy_is_said_in_each_api_s
                     seen += delta in line
                     if seen == 3:
                         break
+                assert seen == 3, f"{path}: the story ended before the test could leave it"
                 busy = httpx.post(srv.url + path, json=SHORT[path])
-                assert busy.status_code == 503 and "Retry-After" in busy.headers
+                assert busy.status_code == 503 and "Retry-After" in busy.headers, (path, busy.text[:200])
                 if path == "/v1/messages":
                     assert (
                         busy.json()["type"] == "error" and busy.json()["error"]["type"] == "overloaded_error"
