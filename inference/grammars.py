@@ -22,3 +22,13 @@ def json_schema(schema: dict, *, where: str) -> str:
     if error:
         raise InvalidRequest(f"{where} is not a JSON schema LMX can enforce: {error}")
     return grammar
+
+
+def response_format(kind: str, schema: dict | None, *, where: str) -> str | None:
+    """An API's output format as a grammar: "text" none, "json_object" any JSON object,
+    "json_schema" `schema` (`where` names the field it came in)."""
+    if kind == "json_object":
+        return json_schema({"type": "object"}, where=where)
+    if kind == "json_schema":
+        return json_schema(schema, where=where)
+    return None

@@ -38,9 +38,10 @@ SSE_HEADERS = [
 ]
 
 
-def sse_frame(payload: dict) -> bytes:
-    """One Server-Sent Event carrying `payload` as JSON."""
-    return f"data: {json.dumps(payload)}\n\n".encode()
+def sse_frame(payload: dict, event: str | None = None) -> bytes:
+    """One Server-Sent Event carrying `payload` as JSON (named `event` where the API names them)."""
+    named = f"event: {event}\n" if event else ""
+    return f"{named}data: {json.dumps(payload)}\n\n".encode()
 
 
 def header(scope, name: bytes) -> str | None:
@@ -149,6 +150,11 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
             await asyncio.gather(self._task, return_exceptions=True)
 
     # --- helpers -------------------------------------------------------------------------
+    def note_model(self, data: dict) -> None:
+        """Name the model the body asks for in this request's error records, before it is checked."""
+        if isinstance(data.get("model"), str):
+            self.model_name = data["model"][:300]
+
     def parse_json(self, body: bytes) -> dict:
         if not body.strip():
             raise InvalidRequest("The request body is empty; send a JSON object.")
@@ -176,6 +182,21 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
     def error_payload(self, err: LMXError) -> dict:
         """The error body in this API's own shape (LMX's by default; Anthropic's differs)."""
         return error_body(err)
+
+
+class StreamingConsumer(JsonConsumer):
+    """An endpoint that may answer with a stream: once its headers are out, an error travels in
+    the stream (where the handler records it), never as a second response."""
+
+    _headers_sent = False
+
+    async def send_headers(self, *, status=200, headers=None):
+        self._headers_sent = True
+        await super().send_headers(status=status, headers=headers)
+
+    async def send_error(self, err: LMXError, *, record: bool = True) -> None:
+        if not self._headers_sent:
+            await super().send_error(err, record=record)
 
 
 class UnknownPathConsumer(JsonConsumer):

@@ -13,8 +13,7 @@ class LoadConsumer(JsonConsumer):
 
     async def post(self, body: bytes) -> None:
         data = self.parse_json(body)
-        if isinstance(data.get("model"), str):
-            self.model_name = data["model"][:300]  # the error history names what was asked for
+        self.note_model(data)
         req = parse(LoadRequest, data)
         await self.send_json(await services.model_load(ref=req.model.strip(), alias=req.alias))
 

@@ -17,7 +17,7 @@ from inference.errors import (
     scrub,
 )
 from inference.wire import Done, Failed, FinishReason, Reasoning, Text, ToolCalls
-from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error
+from lmx_site.consumers import SSE_HEADERS, StreamingConsumer, record_error, sse_frame
 
 ERROR_TYPES = {
     "invalid-request": "invalid_request_error",
@@ -54,26 +54,17 @@ def tool_use(call) -> protocol.ToolUseContent:
     return protocol.ToolUseContent(id=call.id, name=call.name, input=json.loads(call.arguments or "{}"))
 
 
-class AnthropicConsumer(JsonConsumer):
+class AnthropicConsumer(StreamingConsumer):
     methods = ("POST",)
-    _headers_sent = False
 
     def error_payload(self, err: LMXError) -> dict:
         return error_payload(err)
-
-    async def send_error(self, err: LMXError, *, record: bool = True) -> None:
-        if not self._headers_sent:  # once streaming, the error went out as an `error` event
-            await super().send_error(err, record=record)
-
-    def _name(self, data: dict) -> None:
-        if isinstance(data.get("model"), str):
-            self.model_name = data["model"][:300]  # the error history names what was asked for
 
 
 class CountTokensConsumer(AnthropicConsumer):
     async def post(self, body: bytes) -> None:
         data = self.parse_json(body)
-        self._name(data)
+        self.note_model(data)
         req = protocol.count_tokens_request(data)
         loaded = await serving.ensure_model(req.model)
         self.model_name = loaded.spec.id
@@ -85,7 +76,7 @@ class MessagesConsumer(AnthropicConsumer):
     async def post(self, body: bytes) -> None:
         shutdown.track(asyncio.current_task())
         data = self.parse_json(body)
-        self._name(data)
+        self.note_model(data)
         req = protocol.messages_request(data)
         streams, loaded = await serving.start_generations(req)
         self.model_name = loaded.spec.id
@@ -127,15 +118,13 @@ class MessagesConsumer(AnthropicConsumer):
     async def _send(self, kind: str, payload: dict | BaseModel) -> None:
         if isinstance(payload, BaseModel):
             payload = payload.model_dump()
-        frame = f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n"
-        await self.send_body(frame.encode(), more_body=True)
+        await self.send_body(sse_frame({"type": kind, **payload}, kind), more_body=True)
 
     async def _stream(self, generation, model: str) -> None:
         """Anthropic's event sequence: message_start, ping, each content block's start, deltas
         and stop, message_delta (stop reason, usage), message_stop."""
         events, started = await serving.opened(generation)
         cached, prompt = started.cached_tokens, started.prompt_tokens
-        self._headers_sent = True
         await self.send_headers(status=200, headers=SSE_HEADERS)
         start = protocol.MessageResponse(
             id=serving.new_id("msg"),

@@ -9,11 +9,11 @@ from pydantic import BaseModel
 from inference import aliases, serving, shutdown, store
 from inference.api.protocol import chat, completions
 from inference.api.protocol.common import Usage
-from inference.errors import LMXError, error_body
+from inference.errors import error_body
 from inference.requests import CompletionRequest
 from inference.runtime import get_engine
 from inference.wire import Done, Failed, Logprobs, Reasoning, Text, ToolCalls
-from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error, sse_frame
+from lmx_site.consumers import SSE_HEADERS, JsonConsumer, StreamingConsumer, record_error, sse_frame
 
 
 class ModelsListConsumer(JsonConsumer):
@@ -39,7 +39,7 @@ class ModelsListConsumer(JsonConsumer):
         await self.send_json({"object": "list", "data": data})
 
 
-class GenerationConsumer(JsonConsumer):
+class GenerationConsumer(StreamingConsumer):
     """Shared streaming / non-streaming plumbing; subclasses shape the payloads."""
 
     methods = ("POST",)
@@ -282,15 +282,6 @@ class GenerationConsumer(JsonConsumer):
         if isinstance(payload, BaseModel):
             payload = payload.model_dump(mode="json")
         await self.send_body(sse_frame(payload), more_body=True)
-
-    async def send_error(self, err: LMXError, *, record: bool = True) -> None:
-        if getattr(self, "_headers_sent", False):
-            return
-        await super().send_error(err, record=record)
-
-    async def send_headers(self, *, status=200, headers=None):
-        self._headers_sent = True
-        await super().send_headers(status=status, headers=headers)
 
 
 class ChatCompletionsConsumer(GenerationConsumer):

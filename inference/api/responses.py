@@ -6,7 +6,6 @@ error contract as chat completions; a stored response's conversation is what
 from __future__ import annotations
 
 import asyncio
-import json
 
 from channels.db import database_sync_to_async
 from pydantic import BaseModel
@@ -15,7 +14,7 @@ from inference import serving, shutdown, stored_responses
 from inference.api.protocol import responses as protocol
 from inference.errors import PATH_NOT_FOUND, LMXError, error_body
 from inference.wire import Done, Failed, FinishReason, Reasoning, Text, ToolCalls
-from lmx_site.consumers import SSE_HEADERS, JsonConsumer, record_error
+from lmx_site.consumers import SSE_HEADERS, JsonConsumer, StreamingConsumer, record_error, sse_frame
 
 
 class NotStored(LMXError):
@@ -60,19 +59,13 @@ class Answer:
         return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}
 
 
-class ResponsesConsumer(JsonConsumer):
+class ResponsesConsumer(StreamingConsumer):
     methods = ("POST",)
-    _headers_sent = False
-
-    async def send_error(self, err: LMXError, *, record: bool = True) -> None:
-        if not self._headers_sent:  # once streaming, the error went out as an `error` event
-            await super().send_error(err, record=record)
 
     async def post(self, body: bytes) -> None:
         shutdown.track(asyncio.current_task())
         data = self.parse_json(body)
-        if isinstance(data.get("model"), str):
-            self.model_name = data["model"][:300]
+        self.note_model(data)
         req = protocol.responses_request(data)
         history = []
         if req.previous_response_id:
@@ -234,7 +227,6 @@ class ResponsesConsumer(JsonConsumer):
 
     async def _stream(self, generation) -> None:
         events, _ = await serving.opened(generation)
-        self._headers_sent = True
         await self.send_headers(status=200, headers=SSE_HEADERS)
         answer, sequence = Answer(), 0
 
@@ -250,7 +242,7 @@ class ResponsesConsumer(JsonConsumer):
             for key, value in payload.items():
                 body[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
             sequence += 1
-            await self.send_body(f"event: {kind}\ndata: {json.dumps(body)}\n\n".encode(), more_body=True)
+            await self.send_body(sse_frame(body, kind), more_body=True)
 
         await emit("response.created", response=self.shell)
         await emit("response.in_progress", response=self.shell)

@@ -9,7 +9,7 @@ from inference.errors import InvalidRequest
 from inference.requests import ToolUse
 from inference.wire import ToolCallFormat
 
-__all__ = ["InvalidRequest", "ToolUse", "tool_use"]
+__all__ = ["InvalidRequest", "ToolUse", "output_grammar", "tool_use"]
 
 
 def tool_use(
@@ -46,6 +46,16 @@ def tool_use(
         ToolCallFormat.JSON,
         grammars.json_schema(_call_schema(chosen[0]), where=f"tools '{named}'"),
     )
+
+
+def output_grammar(use: ToolUse | None, grammar: str | None, *, format_field: str) -> str | None:
+    """What the output must follow: the format's grammar (`format_field`), or a required call's.
+    Both at once is refused: the output cannot be a call and the format's JSON at once."""
+    if use is not None and grammar is not None:
+        raise InvalidRequest(
+            f"'{format_field}' and 'tools' cannot be combined here: send tool_choice 'none' to get the format."
+        )
+    return grammar or (use and use.grammar)
 
 
 def _call_schema(function: dict) -> dict:

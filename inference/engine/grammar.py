@@ -64,8 +64,9 @@ class GrammarProcessor:
         self._pending = token
 
     def next_mask(self, token: int | None) -> np.ndarray:
-        """The allowed tokens after `token` (the one sampled at the step before; None on the first
-        call, after the prompt) as llguidance's bitmask: int32 words, bit i of word w = token 32w+i."""
+        """The allowed tokens after `token` (the one sampled at the step before; not read on the
+        first call, after the prompt) as llguidance's bitmask: int32 words, bit i of word w =
+        token 32w+i."""
         if self._calls:
             self.matcher.consume_token(token)
         self._pending = None
@@ -107,7 +108,7 @@ def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: 
     width = -(-vocab // 32)
     words = np.full((batch, width), -1, dtype=np.int32)
     for row, processor in rows:
-        mask = processor.next_mask(last[row] if processor._calls else None)
+        mask = processor.next_mask(last[row])
         words[row] = 0
         words[row, : min(width, mask.shape[0])] = mask[:width]
     return _apply(logits, words)

@@ -217,17 +217,13 @@ class Conversation(Shape):
     def to_chat_request(self, params: SamplingParams, *, stream: bool = False) -> ChatRequest:
         use = self.tool_use()
         grammar = self.grammar()
-        if use is not None and grammar is not None:
-            raise InvalidRequest(
-                "'output_config.format' and 'tools' cannot be combined here: send tool_choice 'none' to get the format."
-            )
         return ChatRequest(
             model=self.model.strip(),
             messages=self.chat_messages(),
             stream=stream,
             include_usage=True,
             params=params,
-            grammar=grammar or (use and use.grammar),
+            grammar=tools.output_grammar(use, grammar, format_field="output_config.format"),
             tools=use,
             template_kwargs=self.template_kwargs(),
         )

@@ -115,11 +115,8 @@ class ResponseFormat(Shape):
 
     def grammar(self) -> str | None:
         """The format as an llguidance grammar, enforced token by token whatever `strict` says."""
-        if self.type == "json_object":
-            return grammars.json_schema({"type": "object"}, where="response_format")
-        if self.type == "json_schema":
-            return grammars.json_schema(self.json_schema.schema_, where="response_format.json_schema.schema")
-        return None
+        schema = self.json_schema.schema_ if self.json_schema else None
+        return grammars.response_format(self.type, schema, where="response_format.json_schema.schema")
 
 
 class FunctionIn(Shape):
@@ -198,17 +195,13 @@ class ChatCompletionRequest(Sampling):
             named=self.tool_choice.function.name if named else None,
             parallel=self.parallel_tool_calls is not False,
         )
-        if use is not None and grammar is not None:
-            raise tools.InvalidRequest(
-                "'response_format' and 'tools' cannot be combined here: send tool_choice 'none' to get the format."
-            )
         return ChatRequest(
             model=self.model.strip(),
             messages=[m.for_template() for m in self.messages],
             stream=self.stream,
             include_usage=self.include_usage,
             params=params,
-            grammar=grammar or (use and use.grammar),
+            grammar=tools.output_grammar(use, grammar, format_field="response_format"),
             tools=use,
             template_kwargs=self.template_kwargs(),
         )

@@ -75,6 +75,13 @@ class Sampling(Request):
         )
 
 
+def texts_or_token_lists(value: str | list) -> list:
+    """OpenAI's `prompt` / `input`: a string or a token id list is one item, a list of those many."""
+    if isinstance(value, str) or (value and isinstance(value[0], int)):
+        return [value]
+    return list(value)
+
+
 # --- responses --------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, model_validator
 
 from inference.api.protocol.base import Bool, Int, explain, fail, parse
-from inference.api.protocol.common import Sampling, Usage, omitted_when_none
+from inference.api.protocol.common import Sampling, Usage, omitted_when_none, texts_or_token_lists
 from inference.requests import CompletionRequest
 
 MAX_PROMPTS = 64
@@ -45,10 +45,7 @@ class CompletionsRequest(Sampling):
 
     def prompts(self) -> list:
         """One prompt per choice: each a string or a list of token ids."""
-        prompt = self.prompt
-        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
-            return [prompt]
-        return list(prompt)
+        return texts_or_token_lists(self.prompt)
 
     def to_completion_request(self) -> CompletionRequest:
         params = self.to_sampling_params()

@@ -13,7 +13,6 @@ from inference.api import tools
 from inference.api.protocol.base import Bool, Int, Number, Request, Shape, explain, fail, parse
 from inference.api.protocol.chat import REASONING_EFFORTS, FunctionIn
 from inference.api.protocol.common import MAX_TOKENS_CAP, ModelName
-from inference.errors import InvalidRequest
 from inference.requests import ChatRequest, SamplingParams
 
 
@@ -190,11 +189,9 @@ class ResponsesRequest(Request):
 
     def grammar(self) -> str | None:
         fmt = self.text.format if self.text else None
-        if fmt is None or fmt.type == "text":
+        if fmt is None:
             return None
-        if fmt.type == "json_object":
-            return grammars.json_schema({"type": "object"}, where="text.format")
-        return grammars.json_schema(fmt.schema_, where="text.format.schema")
+        return grammars.response_format(fmt.type, fmt.schema_, where="text.format.schema")
 
     def to_chat_request(self, history: list[dict]) -> ChatRequest:
         """`history`: the stored conversation `previous_response_id` continues (or [])."""
@@ -206,10 +203,6 @@ class ResponsesRequest(Request):
             parallel=self.parallel_tool_calls is not False,
         )
         grammar = self.grammar()
-        if use is not None and grammar is not None:
-            raise InvalidRequest(
-                "'text.format' and 'tools' cannot be combined here: send tool_choice 'none' to get the format."
-            )
         messages = ([{"role": "system", "content": self.instructions}] if self.instructions else []) + [
             *history,
             *self.conversation(),
@@ -225,7 +218,7 @@ class ResponsesRequest(Request):
             params=SamplingParams(
                 max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p
             ),
-            grammar=grammar or (use and use.grammar),
+            grammar=tools.output_grammar(use, grammar, format_field="text.format"),
             tools=use,
             template_kwargs=kwargs,
         )

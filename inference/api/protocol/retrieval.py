@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from inference.api.protocol.base import Bool, Int, Request, Shape, explain, fail, parse
-from inference.api.protocol.common import ModelName
+from inference.api.protocol.common import ModelName, texts_or_token_lists
 from inference.requests import EmbeddingRequest, RerankRequest
 
 MAX_INPUTS = 2048
@@ -43,10 +43,7 @@ class EmbeddingsRequest(Request):
         return self
 
     def inputs(self) -> list:
-        value = self.input
-        if isinstance(value, str) or (value and isinstance(value[0], int)):
-            return [value]
-        return list(value)
+        return texts_or_token_lists(self.input)
 
     def to_embedding_request(self) -> EmbeddingRequest:
         return EmbeddingRequest(self.model.strip(), self.inputs(), self.encoding_format, self.dimensions)

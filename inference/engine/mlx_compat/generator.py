@@ -32,20 +32,21 @@ class HostReadBatch(GenerationBatch):
         if any(self.logits_processors):
             mx.async_eval(logits)  # queued before the host waits for the step before's tokens
             last = to_host(inputs).tolist()
-            grammars, processed, sliced = [], [], False
-            for e in range(len(self.uids)):
-                sample_logits = logits[e : e + 1]
-                processors = self.logits_processors[e] or ()
-                others = [p for p in processors if not isinstance(p, grammar.GrammarProcessor)]
-                grammars += [(e, p) for p in processors if isinstance(p, grammar.GrammarProcessor)]
-                if others:  # penalties and biases read the row's tokens so far
-                    sliced = True
-                    context = self._token_context[e].update_and_fetch(inputs[e : e + 1])
-                    token_context.append(context)
-                    for processor in others:
-                        sample_logits = processor(context, sample_logits)
-                processed.append(sample_logits)
-            if sliced:
+            rows = [processors or () for processors in self.logits_processors]
+            grammars = [
+                (e, p) for e, ps in enumerate(rows) for p in ps if isinstance(p, grammar.GrammarProcessor)
+            ]
+            others = [[p for p in ps if not isinstance(p, grammar.GrammarProcessor)] for ps in rows]
+            if any(others):  # penalties and biases, row by row: they read the row's tokens so far
+                processed = []
+                for e, row_processors in enumerate(others):
+                    sample_logits = logits[e : e + 1]
+                    if row_processors:
+                        context = self._token_context[e].update_and_fetch(inputs[e : e + 1])
+                        token_context.append(context)
+                        for processor in row_processors:
+                            sample_logits = processor(context, sample_logits)
+                    processed.append(sample_logits)
                 logits = mx.concatenate(processed, axis=0)
             if grammars:  # all constrained rows' masks at once, last (nothing may lift a masked token)
                 logits = grammar.mask_rows(logits, grammars, last)
