@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
-from llguidance import LLMatcher, LLTokenizer, TokenizerWrapper
+from llguidance import LLExecutor, LLMatcher, LLTokenizer, TokenizerWrapper
+from llguidance.numpy import fill_next_token_bitmask_par
 
 from inference.errors import InvalidRequest
 
@@ -54,6 +55,7 @@ class GrammarProcessor:
         if self.matcher.is_error():
             raise InvalidRequest(f"The grammar cannot be used: {self.matcher.get_error()}")
         self.eos_tokens = list(tokenizer.eos_tokens)
+        self.width = -(-tokenizer.vocab_size // 32)  # int32 words in this grammar's masks
         self._calls = 0
         self._pending: int | None = None
 
@@ -63,19 +65,28 @@ class GrammarProcessor:
         pass, and the device would idle while the host builds the next step."""
         self._pending = token
 
-    def next_mask(self, token: int | None) -> np.ndarray:
-        """The allowed tokens after `token` (the one sampled at the step before; not read on the
-        first call, after the prompt) as llguidance's bitmask: int32 words, bit i of word w =
-        token 32w+i."""
+    def consume(self, token: int | None) -> None:
+        """Feed the matcher `token` (the one sampled at the step before; not read on the first
+        call, after the prompt)."""
         if self._calls:
             self.matcher.consume_token(token)
         self._pending = None
         self._calls += 1
-        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.int32).copy()
-        if not words.any():  # the matcher failed: end the answer rather than sample from nothing
+
+    def rescue(self, words: np.ndarray) -> None:
+        """A mask allowing nothing means the matcher failed: allow end-of-sequence instead, so the
+        answer ends rather than samples from nothing."""
+        if not words.any():
             bits = words.view(np.uint32)
             for eos in self.eos_tokens:
                 bits[eos // 32] |= np.uint32(1 << (eos % 32))
+
+    def next_mask(self, token: int | None) -> np.ndarray:
+        """The allowed tokens after `token` as llguidance's bitmask: int32 words, bit i of word w =
+        token 32w+i."""
+        self.consume(token)
+        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.int32).copy()
+        self.rescue(words)
         return words
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
@@ -99,18 +110,30 @@ def _apply(logits: mx.array, words: np.ndarray) -> mx.array:
     return mx.where(allowed, logits, mx.array(-float("inf"), dtype=logits.dtype))
 
 
+_executor: LLExecutor | None = None
+
+
 def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: list[int]) -> mx.array:
-    """The batch step's grammars in one go: each constrained row's mask, after the token it
-    sampled at the step before (`last`, read on the host), into one bitmask for the whole batch
-    (other rows allow every token), applied with one `where`: per-row slices, masks and
-    concatenation cost more than the masks themselves at 32 rows."""
+    """The batch step's grammars in one go: each constrained row's matcher fed the token it
+    sampled at the step before (`last`, read on the host), then all their masks computed in
+    parallel by llguidance's thread pool (without the GIL) into one bitmask for the whole batch
+    (other rows allow every token), applied with one `where`: masks one after another, per-row
+    slices and concatenation cost more than the forward pass leaves at 32 rows."""
+    global _executor
+    if _executor is None:
+        _executor = LLExecutor()
     batch, vocab = logits.shape
     width = -(-vocab // 32)
-    words = np.full((batch, width), -1, dtype=np.int32)
     for row, processor in rows:
-        mask = processor.next_mask(last[row])
+        processor.consume(last[row])
+    own = rows[0][1].width  # one model, one tokenizer: every grammar's mask is this wide
+    masks = np.zeros((len(rows), own), dtype=np.int32)
+    fill_next_token_bitmask_par(_executor, [(p.matcher, i) for i, (_, p) in enumerate(rows)], masks)
+    words = np.full((batch, max(width, own)), -1, dtype=np.int32)
+    for (row, processor), mask in zip(rows, masks, strict=True):
+        processor.rescue(mask)
         words[row] = 0
-        words[row, : min(width, mask.shape[0])] = mask[:width]
+        words[row, :own] = mask
     return _apply(logits, words)
 
 
