@@ -105,6 +105,17 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
             f"| structured output (json_schema), {n} stream{'s' if n > 1 else ''}, tok/s "
             f"| {_f(constrained)} | | | {_ratio(constrained, free)} of unconstrained ({_f(free)}) | |"
         )
+    if lmx and lmx.pool:
+        p = lmx.pool
+        lines.append(
+            f"| two models resident, {p.streams_each} streams each, aggregate tok/s | {_f(p.two_models_tps)} "
+            f"| | | {_ratio(p.two_models_tps, p.one_model_tps)} of {2 * p.streams_each} streams on one "
+            f"({_f(p.one_model_tps)}) | |"
+        )
+        lines.append(
+            f"| first token of a request that loads its model (JIT), ms | {_f(p.jit_first_token_ms, 0)} | | | "
+            f"POST /admin/models/load {_f(p.load_ms, 0)} + first token {_f(p.loaded_first_token_ms, 0)} | |"
+        )
     lines += trial_lines(opts, lmx, inproc)
     errors = {k: v.errors for k, v in results.items() if v.errors}
     if errors:
@@ -178,6 +189,12 @@ def targets(opts, lmx, inproc, peer) -> list[str]:
                 f"structured output ≥ 0.95 × unconstrained, {n} stream{'s' if n > 1 else ''}: "
                 f"{ratio:.2f}× — {mark(ratio >= 0.95)}"
             )
+    if lmx and lmx.pool and lmx.pool.one_model_tps:
+        ratio = lmx.pool.two_models_tps / lmx.pool.one_model_tps
+        out.append(
+            f"two models resident ≥ 0.9 × one model at {2 * lmx.pool.streams_each} streams: "
+            f"{ratio:.2f}× — {mark(ratio >= 0.9)}"
+        )
     return out
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks import http_load, report
+from benchmarks import http_load, pool, report
 from benchmarks.servers import ROOT, start_lmx, start_peer
+from inference import conf
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Options:
     inprocess: bool = True
     peer: bool = True
     url: str | None = None  # a running LMX; else one is started
+    two_models: bool = False  # the pool's rows: a twin of the model resident beside it, JIT load
     alternated: bool = False  # single-stream trials of LMX and in-process took turns (set by run)
     workdir: Path = field(default_factory=lambda: ROOT / "var" / "bench")
 
@@ -58,6 +60,7 @@ class SystemResult:
     decode_trials: list[float | None] = field(default_factory=list)  # one-stream tok/s, in trial order
     # streams -> (tok/s unconstrained, tok/s with a json_schema response_format), chat, aggregate
     structured: dict[int, tuple[float, float]] = field(default_factory=dict)
+    pool: object = None  # benchmarks.pool.PoolResult, with --two-models
     notes: list[str] = field(default_factory=list)
 
 
@@ -337,6 +340,20 @@ def _decode_rate(base: str, model_id: str, prompts: Prompts, opts: Options) -> f
     return statistics.median(rates) if rates else None
 
 
+def twin_name(opts: Options) -> str:
+    return Path(opts.model_path).name + pool.TWIN_SUFFIX
+
+
+def measure_pool(base: str, opts: Options, prompts: Prompts):
+    """Two models resident (the model and a twin of it) against one, at the sweep's most streams."""
+    twin = pool.make_twin(opts.model_path, conf.models_dir())
+
+    def body(model: str) -> dict:
+        return completion_body(model, prompts.make(opts.sweep_prompt_tokens)[0], opts.gen_tokens)
+
+    return pool.measure(base, opts.model_id, twin.name, body, streams_each=max(1, max(opts.streams) // 2))
+
+
 def machine() -> str:
     import mlx.core as mx
 
@@ -399,10 +416,15 @@ def run(opts: Options, log=print) -> str:
             lmx.gguf_decode_tps, lmx.gguf_native_decode_tps = measure_gguf(
                 base, opts.gguf_id, opts.model_id, Prompts(tokenizer, opts.prompt_tokens, seed=3), opts
             )
+        if opts.two_models:
+            log("LMX, two models resident …")
+            lmx.pool = measure_pool(base, opts, Prompts(tokenizer, opts.prompt_tokens, seed=5))
         results["lmx"] = lmx
     finally:
         if served:
             served.stop()
+        if opts.two_models:
+            pool.remove_twin(conf.models_dir() / twin_name(opts))
 
     if opts.peer:
         log("mlx_lm.server …")

@@ -151,8 +151,8 @@ class _EngineSide:
         if command == "memstats":
             engine.read_memory_each_step = args[0] == "on"
         elif command == "step":
-            if engine.host.generator is not None:
-                engine.host.generator.use_host_read(args[0] == "lmx")
+            for resident in engine.host.residents.values():
+                resident.generator.use_host_read(args[0] == "lmx")
         elif command == "trace":
             self._last = (time.perf_counter(), "trace started")
             sys.settrace(self._trace)

@@ -61,6 +61,10 @@ def validate() -> None:
         if str(get(name)).lower() not in allowed:
             choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
             raise ImproperlyConfigured(f"{name} must be {choices}, not {get(name)!r}")
+    if get("LMX_MAX_MODELS") < 1 or get("LMX_MEMORY_BUDGET_GB") < 0:
+        raise ImproperlyConfigured("LMX_MAX_MODELS must be >= 1 and LMX_MEMORY_BUDGET_GB >= 0")
+    if get("LMX_MODEL_TTL_S") < 0 and get("LMX_MODEL_TTL_S") != -1:
+        raise ImproperlyConfigured("LMX_MODEL_TTL_S must be -1 (never) or idle seconds >= 0")
     if get("LMX_REQUEST_TIMEOUT_S") <= 0:
         raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")
     from inference import aliases

@@ -1,5 +1,5 @@
-"""Memory policy, in one place: the snapshot, the thresholds, whether a load fits, and what the
-guardian does at each threshold.
+"""Memory figures and thresholds: the snapshot, the thresholds in force, and whether the guardian
+(inference.guardian) refuses new work.
 
 Thresholds come from LMX_MEMORY_WARNING_PCT / _CRITICAL_PCT; a run-time change (POST
 /admin/memory) is kept in memory-thresholds.json in LMX_DATA_DIR and survives a restart, until the
@@ -8,18 +8,15 @@ settings themselves change (an operator's edit of the configuration wins).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 
-from inference import conf, signals
-from inference.errors import INSUFFICIENT_MEMORY, LMXError, OomUnloaded
+from inference import conf
+from inference.errors import INSUFFICIENT_MEMORY, LMXError
 from inference.runtime import get_engine
-from inference.store import ModelSpec
 
 log = logging.getLogger("lmx.guardian")
 FILE_NAME = "memory-thresholds.json"
@@ -94,72 +91,17 @@ def event(kind: str = "memory") -> dict:
     }
 
 
-def check_fits(spec: ModelSpec) -> None:
-    """Refuse a load whose estimate would cross the critical memory threshold."""
-    engine = get_engine()
-    mem = snapshot()
-    total = mem["total_gb"] * 1e9
-    resident = engine.loaded.vram_bytes if engine.loaded else 0
-    # the resident model is unloaded first, so its memory does not count against the new one
-    used = max(0.0, mem["active_gb"] * 1e9 - resident)
-    _warning, critical = thresholds()
-    projected = (used + spec.estimate_bytes()) / total * 100
-    if projected >= critical:
-        raise LMXError(
-            f"Loading {spec.id} needs about {spec.estimate_bytes() / 1e9:.1f} GB "
-            f"(parameters x bits / 8 x 1.2), which would put memory at {projected:.0f}% "
-            f"(critical threshold {critical:.0f}%). Choose a smaller model or free memory.",
-            kind=INSUFFICIENT_MEMORY,
-        )
+# Why new work is refused while memory is critical (the guardian's second step); None otherwise.
+_refusing: str | None = None
 
 
-class Guardian:
-    """At the critical threshold it unloads the model so the process never dies of OOM (requests
-    in flight end with `oom-unloaded`); at the warning threshold it warns once per crossing."""
+def refuse_work(reason: str | None) -> None:
+    global _refusing
+    _refusing = reason
 
-    def __init__(self):
-        self.warned = False
 
-    async def check(self, sample: dict, publish: Callable[[dict], Awaitable[None]]) -> None:
-        warning, critical = thresholds()
-        pct = sample["pct"]
-        engine = get_engine()
-        if pct >= critical and engine.loaded is not None:
-            model = engine.loaded.spec.id
-            log.error("Memory critical at %.1f%% — unloading model", pct)
-            await publish(
-                {
-                    **sample,
-                    "type": "memory_critical",
-                    "action": "model_unloaded",
-                    "model": model,
-                    "message": f"Memory at {pct:.1f}% ≥ {critical:.0f}%: {model} was unloaded.",
-                }
-            )
-            await asyncio.wrap_future(engine.unload(reason="oom"))
-            error = OomUnloaded(
-                f"Memory reached {pct:.1f}% (critical {critical:.0f}%); "
-                f"{model} was unloaded. Free memory and reload a model."
-            )
-            await signals.error_occurred.asend(
-                sender=Guardian, error=error, endpoint="memory-guardian", model=model
-            )
-            self.warned = False
-        elif pct >= warning:
-            if not self.warned:
-                self.warned = True
-                log.warning(
-                    "Memory usage at %.1f%% (%.1f/%.1f GB)",
-                    pct,
-                    sample["vram_used_gb"],
-                    sample["vram_total_gb"],
-                )
-                await publish(
-                    {
-                        **sample,
-                        "type": "memory_warning",
-                        "message": f"Memory at {pct:.1f}% ≥ warning threshold {warning:.0f}%.",
-                    }
-                )
-        else:
-            self.warned = False
+def refusal() -> LMXError | None:
+    """The error a new request gets while the guardian refuses new work."""
+    if _refusing is None:
+        return None
+    return LMXError(_refusing, kind=INSUFFICIENT_MEMORY, retry_after=5)

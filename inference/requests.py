@@ -40,6 +40,7 @@ class ChatRequest:
     grammar: str | None = None  # from response_format or tool_choice: what the output must follow
     tools: ToolUse | None = None
     template_kwargs: dict = field(default_factory=dict)  # for the chat template (thinking, effort)
+    keep_alive: float | None = None  # seconds the model stays after this request (-1: forever)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class CompletionRequest:
     params: SamplingParams
     echo: bool = False
     token_lists: list | None = None  # each prompt's tokens, once serving has them
+    keep_alive: float | None = None
 
     @property
     def prompt(self):
@@ -63,6 +65,7 @@ class EmbeddingRequest:
     inputs: list  # texts, or token id lists
     encoding_format: str
     dimensions: int | None
+    keep_alive: float | None = None
 
 
 @dataclass
@@ -72,3 +75,4 @@ class RerankRequest:
     documents: list[str]
     top_n: int | None
     return_documents: bool
+    keep_alive: float | None = None

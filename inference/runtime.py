@@ -41,12 +41,12 @@ def _announce(event: dict) -> None:
     signals.model_event.send(sender=EngineClient, event=event)
 
 
-def _reload(spec) -> None:
-    """The model the engine process had when it died, loaded again as POST /admin/models/load
-    would (the inventory counts the load)."""
+def _reload(info) -> None:
+    """A model the engine process had when it died, loaded again as POST /admin/models/load
+    would, with the options it had (the inventory counts the load)."""
     from inference import services
 
-    asyncio.run(services.model_load(ref=spec.id))
+    asyncio.run(services.model_load(ref=info.spec.id, options=info.options))
 
 
 def shutdown() -> None:

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 
-from inference import aliases, conf, resolve, services, signals, store
+from inference import aliases, conf, memory, pool, resolve, services, signals, store
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
 from inference.requests import ChatRequest, CompletionRequest, SamplingParams
 from inference.runtime import get_engine
@@ -21,44 +21,42 @@ log = logging.getLogger("lmx.serving")
 DEFAULT_MAX_TOKENS = 4096
 
 
-def _matches(name: str, loaded) -> bool:
-    wanted = name.strip().lower()
-    spec = loaded.spec
-    aliases = {spec.id.lower(), spec.path.lower(), spec.path.rstrip("/").rsplit("/", 1)[-1].lower()}
-    if spec.format == "gguf":
-        aliases.add(spec.id.lower().removesuffix(".gguf"))
-    return wanted in aliases
-
-
-async def ensure_model(name: str):
-    """The loaded model if `name` names it; load it first under LMX_JIT_LOAD; else the SPEC error."""
-    name = aliases.resolve(name)
+async def ensure_model(name: str, *, keep_alive: float | None = None):
+    """The resident model `name` means; a model on disk is loaded first (JIT, unless
+    LMX_JIT_LOAD is off); else the SPEC's error. `keep_alive` (seconds, -1 forever) rules how
+    long the model stays once this request ends."""
+    refused = memory.refusal()  # memory is critical: the guardian takes no new work
+    if refused is not None:
+        raise refused
     engine = get_engine()
-    loaded = engine.loaded
-    if loaded is not None and _matches(name, loaded):
-        return loaded
-    specs = await asyncio.to_thread(store.scan)
-    spec = resolve.find(name, specs)
-    if spec is None and not name.lower().endswith(".gguf"):
-        spec = resolve.find(f"{name}.gguf", specs)
-    if spec is None:
-        raise ModelNotFound(
-            f"Model '{name}' is not available. "
-            + (f"The loaded model is '{loaded.spec.id}'. " if loaded else "")
-            + "See GET /v1/models."
-        )
-    if conf.get("LMX_JIT_LOAD"):
-        await services.model_load(ref=spec.id)
-        if engine.loaded is not None:
-            return engine.loaded
-    if engine.oom_unloaded:
-        raise OomUnloaded()
+    loaded = pool.resident_named(name)
     if loaded is None:
-        raise NoModelLoaded(f"Model '{spec.id}' is not loaded. Load it with POST /admin/models/load.")
-    raise NoModelLoaded(
-        f"Model '{spec.id}' is on disk but '{loaded.spec.id}' is loaded. Load it with "
-        "POST /admin/models/load, or enable LMX_JIT_LOAD."
-    )
+        name = aliases.resolve(name)
+        specs = await asyncio.to_thread(store.scan)
+        spec = resolve.find(name, specs)
+        if spec is None and not name.lower().endswith(".gguf"):
+            spec = resolve.find(f"{name}.gguf", specs)
+        resident = ", ".join(f"'{m.spec.id}'" for m in engine.models)
+        if spec is None:
+            raise ModelNotFound(
+                f"Model '{name}' is not available. "
+                + (f"Resident: {resident}. " if resident else "")
+                + "See GET /v1/models."
+            )
+        if spec.path in engine.oom_unloaded:
+            raise OomUnloaded()
+        if not conf.get("LMX_JIT_LOAD"):
+            raise NoModelLoaded(
+                f"Model '{spec.id}' is on disk but not loaded"
+                + (f" (resident: {resident})" if resident else "")
+                + ". Load it with POST /admin/models/load, or turn LMX_JIT_LOAD on."
+            )
+        await services.model_load(ref=spec.id)
+        loaded = engine.resident(spec.path)
+        if loaded is None:
+            raise NoModelLoaded(f"Model '{spec.id}' was unloaded before this request ran. Retry.")
+    pool.request_started(path=loaded.spec.path, keep_alive_s=keep_alive)
+    return loaded
 
 
 def _request(
@@ -102,7 +100,7 @@ async def start_generation(req: ChatRequest):
 async def start_generations(req: ChatRequest | CompletionRequest):
     """(streams, loaded model): one stream per prompt (a chat has one; completions may have
     several, each a choice), all in the engine's batch."""
-    loaded = await ensure_model(req.model)
+    loaded = await ensure_model(req.model, keep_alive=req.keep_alive)
     engine = get_engine()
     if req.params.logit_bias:
         bad = [t for t in req.params.logit_bias if not 0 <= t < loaded.vocab_size]
@@ -163,7 +161,9 @@ async def opened(stream):
 
 
 def log_completion(model_id: str, stats: Stats, *, endpoint: str = "", finish_reason: str = "") -> None:
-    signals.request_completed.send(sender=Stats, endpoint=endpoint, finish_reason=finish_reason, stats=stats)
+    signals.request_completed.send(
+        sender=Stats, endpoint=endpoint, finish_reason=finish_reason, stats=stats, model=model_id
+    )
     speed = stats.tokens_per_second or 0.0
     log.info(
         "Completion request model=%s tokens=%d speed=%.1ftok/s", model_id, stats.completion_tokens, speed

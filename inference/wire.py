@@ -139,8 +139,19 @@ LAST_EVENTS = (Done, Failed, Closed)
 
 
 @dataclass(frozen=True)
+class LoadOptions:
+    """How a model is loaded (POST /admin/models/load): None = the model's own or the setting."""
+
+    context_length: int | None = None  # at most the model's own; longer prompts are refused
+    prompt_cache_bytes: int | None = None  # this model's prompt caches (LMX_PROMPT_CACHE_BYTES)
+
+
+DEFAULT_OPTIONS = LoadOptions()
+
+
+@dataclass(frozen=True)
 class LoadedInfo:
-    """What the server process knows of the model the engine holds (no MLX objects)."""
+    """What the server process knows of a model the engine holds (no MLX objects)."""
 
     spec: ModelSpec
     config: dict
@@ -150,6 +161,8 @@ class LoadedInfo:
     context_length: int
     backend: str
     vocab_size: int  # token ids a request may name are below this
+    options: LoadOptions = DEFAULT_OPTIONS
+    model_context_length: int = 0  # the model's own, before options.context_length
 
     @property
     def vram_gb(self) -> float:
@@ -184,13 +197,13 @@ class LoadResult:
     load_time_ms: int
     vram_gb: float
     already_loaded: bool = False
-    unloaded: dict | None = None  # what a replaced model freed
 
 
 @dataclass
 class UnloadResult:
-    model: str | None
+    model: str | None  # the one unloaded (the first, when several were)
     freed_vram_gb: float
+    models: tuple[str, ...] = ()  # every model unloaded
 
 
 class TokenizeKind(StrEnum):
@@ -202,6 +215,8 @@ class TokenizeKind(StrEnum):
 class ModelAction(StrEnum):
     LOADED = "loaded"
     UNLOADED = "unloaded"
+    EVICTED = "evicted"  # idle, least recently used, unloaded to make room for another
+    EXPIRED = "expired"  # idle past its TTL (or its last request's keep_alive)
 
 
 @dataclass(frozen=True)
@@ -212,7 +227,7 @@ class ModelEvent:
     model: str
     vram_gb: float
     load_time_ms: int | None = None
-    reason: str | None = None  # unloads: request, replaced, oom, engine-stopped
+    reason: str | None = None  # unloads: request, evicted, expired, oom, engine-stopped
 
     def as_dict(self) -> dict:
         event = {
@@ -234,12 +249,21 @@ class ModelEvent:
 class Load:
     call: int
     spec: ModelSpec
+    options: LoadOptions = DEFAULT_OPTIONS
 
 
 @dataclass(frozen=True)
 class Unload:
     call: int
+    path: str | None = None  # None: every resident model
     reason: str = "request"
+
+
+@dataclass(frozen=True)
+class DropCaches:
+    """Drop every resident model's prompt caches (the guardian's first step); replies bytes freed."""
+
+    call: int
 
 
 @dataclass(frozen=True)
@@ -299,7 +323,7 @@ class Stop:
     pass
 
 
-Command = Load | Unload | Tokenize | Embed | ScorePrompt | Generate | Cancel | Call | Stop
+Command = Load | Unload | DropCaches | Tokenize | Embed | ScorePrompt | Generate | Cancel | Call | Stop
 
 
 # --- messages: engine -> server ------------------------------------------------------------
@@ -331,9 +355,9 @@ class RequestRefused:
 
 @dataclass(frozen=True)
 class EngineState:
-    loaded: LoadedInfo | None
+    models: tuple[LoadedInfo, ...]  # the resident models, in load order
     loading: str | None
-    oom_unloaded: bool
+    oom_unloaded: frozenset[str]  # paths of models the guardian unloaded, until loaded again
 
 
 Message = Reply | StepEvents | RequestRefused | EngineState | ModelEvent

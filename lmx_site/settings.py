@@ -106,7 +106,10 @@ LMX_MAX_CONCURRENT = env.int("LMX_MAX_CONCURRENT", default=32)
 LMX_MAX_QUEUE = env.int("LMX_MAX_QUEUE", default=64)
 LMX_REQUEST_TIMEOUT_S = env.float("LMX_REQUEST_TIMEOUT_S", default=600.0)
 LMX_MAX_BODY_BYTES = env.int("LMX_MAX_BODY_BYTES", default=4 * 1024 * 1024)
-LMX_JIT_LOAD = env.bool("LMX_JIT_LOAD", default=False)
+LMX_JIT_LOAD = env.bool("LMX_JIT_LOAD", default=True)  # a request naming a model on disk loads it
+LMX_MAX_MODELS = env.int("LMX_MAX_MODELS", default=3)  # resident at once (inference.pool)
+LMX_MEMORY_BUDGET_GB = env.float("LMX_MEMORY_BUDGET_GB", default=0.0)  # 0: the warning threshold
+LMX_MODEL_TTL_S = env.float("LMX_MODEL_TTL_S", default=-1.0)  # idle seconds before unload; -1 never
 LMX_MODEL_ALIASES = env.str("LMX_MODEL_ALIASES", default="")  # alias=model pairs, or a file of them
 LMX_PROMPT_CACHE_SIZE = env.int("LMX_PROMPT_CACHE_SIZE", default=16)
 LMX_PROMPT_CACHE_BYTES = env.int("LMX_PROMPT_CACHE_BYTES", default=2 * 1024**3)

@@ -24,7 +24,14 @@ async def models_list() -> dict:
         )
         item["last_load_time_ms"] = record.last_load_time_ms if record else None
         out.append(item)
+    listed = {spec.path for spec in specs}
+    for loaded in engine.models:
+        if loaded.spec.path not in listed:  # loaded by path from outside the scanned roots
+            out.append(services.model_state(loaded.spec))
     loaded = engine.loaded
-    if loaded is not None and not any(m["loaded"] for m in out):
-        out.append(services.model_state(loaded.spec))  # loaded by path from outside the scanned roots
-    return {"models": out, "loaded": loaded.spec.id if loaded else None, "memory": memory.snapshot()}
+    return {
+        "models": out,
+        "loaded": loaded.spec.id if loaded else None,  # the most recently used
+        "resident": [m.spec.id for m in engine.models],
+        "memory": memory.snapshot(),
+    }

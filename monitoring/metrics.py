@@ -32,11 +32,25 @@ ACTIVE = Gauge("lmx_active_requests", "Requests running or queued in the engine"
 QUEUED = Gauge("lmx_queued_requests", "Requests waiting for a batch slot", registry=REGISTRY)
 MEMORY_USED = Gauge("lmx_memory_used_bytes", "Accelerator memory used by MLX", registry=REGISTRY)
 MEMORY_TOTAL = Gauge("lmx_memory_total_bytes", "Accelerator memory in total", registry=REGISTRY)
-MODEL_LOADED = Gauge("lmx_model_loaded", "1 for the loaded model", ["model"], registry=REGISTRY)
+MODEL_LOADED = Gauge("lmx_model_loaded", "1 for each resident model", ["model"], registry=REGISTRY)
+MODEL_MEMORY = Gauge(
+    "lmx_model_memory_bytes", "Memory a resident model took at load", ["model"], registry=REGISTRY
+)
+MODEL_ACTIVE = Gauge(
+    "lmx_model_active_requests",
+    "Requests running or queued on a resident model",
+    ["model"],
+    registry=REGISTRY,
+)
+MODEL_REQUESTS = Counter(
+    "lmx_model_requests_total", "Completed inference requests by model", ["model"], registry=REGISTRY
+)
 
 
-def observe_completion(endpoint: str, finish_reason: str, stats) -> None:
+def observe_completion(endpoint: str, finish_reason: str, stats, *, model: str = "") -> None:
     REQUESTS.labels(endpoint, finish_reason).inc()
+    if model:
+        MODEL_REQUESTS.labels(model).inc()
     PROMPT_TOKENS.inc(stats.prompt_tokens - stats.cached_tokens)
     CACHED_TOKENS.inc(stats.cached_tokens)
     GENERATED_TOKENS.inc(stats.completion_tokens)
@@ -59,7 +73,10 @@ def render() -> bytes:
     mem = memory.snapshot()
     MEMORY_USED.set(mem["active_gb"] * 1e9)
     MEMORY_TOTAL.set(mem["total_gb"] * 1e9)
-    MODEL_LOADED.clear()
-    if engine.loaded is not None:
-        MODEL_LOADED.labels(engine.loaded.spec.id).set(1)
+    for gauge in (MODEL_LOADED, MODEL_MEMORY, MODEL_ACTIVE):
+        gauge.clear()
+    for loaded in engine.models:
+        MODEL_LOADED.labels(loaded.spec.id).set(1)
+        MODEL_MEMORY.labels(loaded.spec.id).set(loaded.vram_bytes)
+        MODEL_ACTIVE.labels(loaded.spec.id).set(engine.active_for(loaded.spec.path))
     return generate_latest(REGISTRY)

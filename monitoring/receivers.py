@@ -31,8 +31,8 @@ async def record_error(*, error, endpoint: str, model: str, **_) -> None:
         log.exception("Could not record error event %s", error.code)
 
 
-async def sync_inventory(*, specs: list[dict], loaded_id: str | None, **_) -> None:
-    await database_sync_to_async(services.inventory_sync)(specs=specs, loaded_id=loaded_id)
+async def sync_inventory(*, specs: list[dict], loaded_ids: list[str], **_) -> None:
+    await database_sync_to_async(services.inventory_sync)(specs=specs, loaded_ids=loaded_ids)
 
 
 async def record_load(*, spec: dict, load_time_ms: int, **_) -> None:
@@ -50,8 +50,8 @@ def stream_model_event(*, event: dict, **_) -> None:
         loop.call_soon_threadsafe(lambda: loop.create_task(events.apublish(event)))
 
 
-def count_completion(*, endpoint: str, finish_reason: str, stats, **_) -> None:
-    metrics.observe_completion(endpoint, finish_reason, stats)
+def count_completion(*, endpoint: str, finish_reason: str, stats, model: str = "", **_) -> None:
+    metrics.observe_completion(endpoint, finish_reason, stats, model=model)
 
 
 def start_ticker(*, loop: asyncio.AbstractEventLoop, **_) -> None:

@@ -32,7 +32,7 @@ def error_event_record(
 
 
 @transaction.atomic
-def inventory_sync(*, specs: list[dict], loaded_id: str | None) -> None:
+def inventory_sync(*, specs: list[dict], loaded_ids: list[str]) -> None:
     """Make the inventory match a scan: upsert what is on disk, mark the rest absent."""
     seen = []
     for spec in specs:
@@ -44,7 +44,7 @@ def inventory_sync(*, specs: list[dict], loaded_id: str | None) -> None:
                 "architecture": spec["architecture"] or "",
                 "parameter_count": spec["parameter_count"],
                 "present": True,
-                "loaded": spec["id"] == loaded_id,
+                "loaded": spec["id"] in loaded_ids,
             },
         )
         seen.append(spec["id"])
@@ -53,7 +53,6 @@ def inventory_sync(*, specs: list[dict], loaded_id: str | None) -> None:
 
 @transaction.atomic
 def inventory_record_load(*, spec: dict, load_time_ms: int) -> ModelRecord:
-    ModelRecord.objects.filter(loaded=True).exclude(model_id=spec["id"]).update(loaded=False)
     record, _ = ModelRecord.objects.get_or_create(
         model_id=spec["id"],
         defaults=_identity(spec),

@@ -1,7 +1,7 @@
 """The metrics ticker: one asyncio task in the server's event loop.
 
 Every tick it samples throughput; on its intervals it publishes memory and heartbeat events and
-lets the memory guardian (inference.memory) act on the memory figures.
+lets the memory guardian (inference.guardian) act on the memory figures.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from inference import conf, memory
+from inference import conf, guardian, memory
 from inference.runtime import get_engine
 from monitoring import events
 
@@ -44,11 +44,12 @@ class Throughput:
             "active_requests": engine.active_requests,
             "queued_requests": engine.queued_requests,
             "model": loaded.spec.id if loaded else None,
+            "active_by_model": {m.spec.id: engine.active_for(m.spec.path) for m in engine.models},
         }
 
 
 async def run() -> None:
-    throughput, guardian = Throughput(), memory.Guardian()
+    throughput, watcher = Throughput(), guardian.Guardian()
     tick = 0.0
     while True:
         period = conf.get("LMX_EVENTS_THROUGHPUT_S")
@@ -61,7 +62,7 @@ async def run() -> None:
             if _due(tick, period, conf.get("LMX_EVENTS_MEMORY_S")):
                 mem = memory.event()
                 await events.apublish(mem)
-                await guardian.check(mem, events.apublish)
+                await watcher.check(mem, events.apublish)
             if _due(tick, period, conf.get("LMX_EVENTS_HEARTBEAT_S")):
                 await events.apublish({"type": "heartbeat", "uptime": uptime()})
         except Exception:

@@ -33,8 +33,11 @@ def model_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(model_store, tmp_path_factory):
-    """The shared server: default model (MLX-native SmolLM2) loaded at start."""
-    srv = LMXServer(tmp_path_factory.mktemp("server"), model_store, default_model=MLX_ID)
+    """The shared server: default model (MLX-native SmolLM2) loaded at start, and only it: JIT
+    loading is off, so a request naming another model is refused, not loaded beside it."""
+    srv = LMXServer(
+        tmp_path_factory.mktemp("server"), model_store, default_model=MLX_ID, env={"LMX_JIT_LOAD": "false"}
+    )
     srv.start(wait_ready=True)
     yield srv
     srv.stop()

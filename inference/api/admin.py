@@ -2,7 +2,7 @@
 LMX_ADMIN_TOKEN when set."""
 
 from inference import services
-from inference.api.protocol.admin import LoadRequest
+from inference.api.protocol.admin import LoadRequest, UnloadRequest
 from inference.api.protocol.base import parse
 from lmx_site.consumers import JsonConsumer
 
@@ -15,7 +15,11 @@ class LoadConsumer(JsonConsumer):
         data = self.parse_json(body)
         self.note_model(data)
         req = parse(LoadRequest, data)
-        await self.send_json(await services.model_load(ref=req.model.strip(), alias=req.alias))
+        await self.send_json(
+            await services.model_load(
+                ref=req.model.strip(), alias=req.alias, pin=req.pin, ttl_s=req.ttl_s, options=req.options()
+            )
+        )
 
 
 class UnloadConsumer(JsonConsumer):
@@ -23,4 +27,8 @@ class UnloadConsumer(JsonConsumer):
     methods = ("POST",)
 
     async def post(self, body: bytes) -> None:
-        await self.send_json(await services.model_unload())
+        """With {"model": ...} that model; with no body (or {}) every resident model."""
+        req = parse(UnloadRequest, self.parse_json(body)) if body.strip() else UnloadRequest()
+        if req.model is not None:
+            self.model_name = req.model
+        await self.send_json(await services.model_unload(model=req.model and req.model.strip()))

@@ -66,7 +66,7 @@ class CountTokensConsumer(AnthropicConsumer):
         data = self.parse_json(body)
         self.note_model(data)
         req = protocol.count_tokens_request(data)
-        loaded = await serving.ensure_model(req.model)
+        loaded = await serving.ensure_model(req.model, keep_alive=req.keep_alive)
         self.model_name = loaded.spec.id
         tokens = await serving.chat_tokens(req, loaded)
         await self.send_json(protocol.InputTokens(input_tokens=len(tokens)).model_dump())

@@ -19,14 +19,14 @@ from lmx_site.consumers import SSE_HEADERS, JsonConsumer, StreamingConsumer, rec
 class ModelsListConsumer(JsonConsumer):
     async def get(self, body: bytes) -> None:
         specs = await asyncio.to_thread(store.scan)
-        loaded = get_engine().loaded
+        resident = {m.spec.path for m in get_engine().models}
         data = [
             {
                 "id": s.id,
                 "object": "model",
                 "created": 0,
                 "owned_by": "lmx",
-                "loaded": loaded is not None and loaded.spec.path == s.path,
+                "loaded": s.path in resident,
                 "format": s.format,
             }
             for s in specs

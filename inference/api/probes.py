@@ -20,8 +20,9 @@ def healthz() -> tuple[int, dict, list]:
 def readyz() -> tuple[int, dict, list]:
     engine = get_engine()
     loaded = engine.loaded
-    if loaded is not None:
-        return 200, {"ready": True, "model": loaded.spec.id, "vram_gb": loaded.vram_gb}, []
+    if loaded is not None:  # the most recently used of the resident models
+        models = [m.spec.id for m in engine.models]
+        return 200, {"ready": True, "model": loaded.spec.id, "vram_gb": loaded.vram_gb, "models": models}, []
     body = {"ready": False, "error": "oom-unloaded" if engine.oom_unloaded else "no-model-loaded"}
     if engine.loading:
         body["loading"] = engine.loading

@@ -19,10 +19,10 @@ def _encode(vector: list[float], encoding_format: str):
 class _OnLoadedModel(JsonConsumer):
     methods = ("POST",)
 
-    async def loaded(self, name: str):
-        """The loaded model `name` names; errors before that are recorded under `name`."""
+    async def loaded(self, name: str, keep_alive: float | None):
+        """The resident model `name` names; errors before that are recorded under `name`."""
         self.model_name = name
-        loaded = await serving.ensure_model(name)
+        loaded = await serving.ensure_model(name, keep_alive=keep_alive)
         self.model_name = loaded.spec.id
         return loaded
 
@@ -30,7 +30,7 @@ class _OnLoadedModel(JsonConsumer):
 class EmbeddingsConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = protocol.embedding_request(self.parse_json(body))
-        loaded = await self.loaded(req.model)
+        loaded = await self.loaded(req.model, req.keep_alive)
         vectors, tokens = await retrieval.embed(loaded, req.inputs)
         data = [
             protocol.Embedding(
@@ -46,7 +46,7 @@ class EmbeddingsConsumer(_OnLoadedModel):
 class RerankConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = protocol.rerank_request(self.parse_json(body))
-        loaded = await self.loaded(req.model)
+        loaded = await self.loaded(req.model, req.keep_alive)
         scores, tokens = await retrieval.rerank(loaded, req.query, req.documents)
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: req.top_n]
         results = [

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Protocol
@@ -28,6 +29,7 @@ from inference.wire import (
     Failed,
     GenerationRequest,
     LoadedInfo,
+    LoadOptions,
     LoadResult,
     MemoryFigures,
     TokenizeKind,
@@ -40,8 +42,9 @@ log = logging.getLogger("lmx.engine")
 class Stream:
     """A generation request as its handler sees it: typed events in order, and a way to cancel."""
 
-    def __init__(self, rid: int, client: BaseEngineClient, loop: asyncio.AbstractEventLoop):
+    def __init__(self, rid: int, client: BaseEngineClient, loop: asyncio.AbstractEventLoop, path: str = ""):
         self.rid = rid
+        self.path = path  # the model it runs on
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = False
@@ -58,16 +61,23 @@ class Stream:
 
 
 class EngineClient(Protocol):
-    loaded: LoadedInfo | None
+    models: tuple[LoadedInfo, ...]  # the resident models, in load order
     loading: str | None
-    oom_unloaded: bool
+    oom_unloaded: frozenset[str]  # paths of models the guardian unloaded, until loaded again
     counters: EngineCounters
     memory: MemoryFigures
     listeners: list
     max_concurrent: int
 
     @property
+    def loaded(self) -> LoadedInfo | None: ...
+
+    @property
     def active_requests(self) -> int: ...
+
+    def active_for(self, path: str) -> int: ...
+
+    def touch(self, path: str) -> None: ...
 
     @property
     def queued_requests(self) -> int: ...
@@ -76,9 +86,11 @@ class EngineClient(Protocol):
 
     def stop_and_join(self, timeout: float = 30.0) -> None: ...
 
-    def load(self, spec: ModelSpec) -> Future[LoadResult]: ...
+    def load(self, spec: ModelSpec, options: LoadOptions = ...) -> Future[LoadResult]: ...
 
-    def unload(self, reason: str = "request") -> Future[UnloadResult]: ...
+    def unload(self, path: str | None = None, reason: str = "request") -> Future[UnloadResult]: ...
+
+    def drop_caches(self) -> Future[int]: ...
 
     def tokenize(self, loaded: LoadedInfo, kind: TokenizeKind, payload) -> Future: ...
 
@@ -105,26 +117,48 @@ class BaseEngineClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # the maps, and sending
         self._closing: str | None = None  # set by end_streams: why new requests are refused
+        self.last_used: dict[str, float] = {}  # by model path: when a request last started or ended
+
+    @property
+    def loaded(self) -> LoadedInfo | None:
+        """The most recently used resident model (the one /readyz names)."""
+        models = self.models
+        if not models:
+            return None
+        order = {m.spec.path: i for i, m in enumerate(models)}  # unused ones: the latest loaded
+        return max(models, key=lambda m: (self.last_used.get(m.spec.path, 0.0), order[m.spec.path]))
+
+    def resident(self, path: str) -> LoadedInfo | None:
+        return next((m for m in self.models if m.spec.path == path), None)
+
+    def touch(self, path: str) -> None:
+        self.last_used[path] = time.monotonic()
 
     @property
     def active_requests(self) -> int:
         return len(self._streams)
 
+    def active_for(self, path: str) -> int:
+        """Requests running or queued on the model at `path`."""
+        return sum(1 for stream in list(self._streams.values()) if stream.path == path)
+
     @property
     def queued_requests(self) -> int:
         return max(0, len(self._streams) - self.max_concurrent)
 
-    def _open_stream(self) -> Stream:
-        """A new stream, or the reason none can be had (stopping, no model, at capacity)."""
+    def _open_stream(self, path: str) -> Stream:
+        """A new stream on the model at `path`, or the reason none can be had (stopping, the
+        model not resident, at capacity)."""
         if self._closing is not None:
             raise NoModelLoaded(self._closing)
-        if self.loaded is None:
-            raise OomUnloaded() if self.oom_unloaded else NoModelLoaded()
+        if self.resident(path) is None:
+            raise OomUnloaded() if path in self.oom_unloaded else NoModelLoaded()
         with self._lock:
             if len(self._streams) >= self.max_concurrent + self.max_queue:
                 raise at_capacity(self.max_concurrent, self.max_queue)
-            stream = Stream(next(self._ids), self, asyncio.get_running_loop())
+            stream = Stream(next(self._ids), self, asyncio.get_running_loop(), path)
             self._streams[stream.rid] = stream
+        self.touch(path)
         return stream
 
     def end_streams(self, message: str) -> int:
@@ -150,6 +184,7 @@ class BaseEngineClient:
                 continue
             if isinstance(item, LAST_EVENTS):
                 self._streams.pop(rid, None)
+                self.touch(stream.path)  # idle time counts from the end of its last request
             if not isinstance(item, Closed):  # nobody reads a cancelled stream
                 by_loop.setdefault(stream.loop, {}).setdefault(stream, []).append(item)
         for loop, turns in by_loop.items():

@@ -51,16 +51,15 @@ class InProcessEngineClient(BaseEngineClient):
 
     # The engine's own state, read as the process client's mirror is.
     @property
-    def loaded(self) -> wire.LoadedInfo | None:
-        loaded = self.engine.loaded
-        return loaded.info() if loaded is not None else None
+    def models(self) -> tuple[wire.LoadedInfo, ...]:
+        return tuple(loaded.info() for loaded in self.engine.models)
 
     @property
     def loading(self) -> str | None:
         return self.engine.loading
 
     @property
-    def oom_unloaded(self) -> bool:
+    def oom_unloaded(self) -> frozenset[str]:
         return self.engine.oom_unloaded
 
     @property
@@ -78,11 +77,15 @@ class InProcessEngineClient(BaseEngineClient):
     def stop_and_join(self, timeout: float = 30.0) -> None:
         self.engine.stop_and_join(timeout)
 
-    def load(self, spec: ModelSpec) -> Future:
-        return self.engine.load(spec)
+    def load(self, spec: ModelSpec, options: wire.LoadOptions = wire.DEFAULT_OPTIONS) -> Future:
+        self.touch(spec.path)
+        return self.engine.load(spec, options)
 
-    def unload(self, reason: str = "request") -> Future:
-        return self.engine.unload(reason)
+    def unload(self, path: str | None = None, reason: str = "request") -> Future:
+        return self.engine.unload(path, reason)
+
+    def drop_caches(self) -> Future:
+        return self.engine.drop_caches()
 
     def tokenize(self, loaded: wire.LoadedInfo, kind: wire.TokenizeKind, payload) -> Future:
         from inference.engine import tokens
@@ -93,9 +96,11 @@ class InProcessEngineClient(BaseEngineClient):
         )
 
     def embed(self, loaded: wire.LoadedInfo, token_lists: list[list[int]], pooling: str) -> Future:
+        self.touch(loaded.spec.path)
         return self.engine.embed(loaded.spec.path, loaded.loaded_at, token_lists, pooling)
 
     def score(self, loaded: wire.LoadedInfo, tokens: list[int], top: int) -> Future:
+        self.touch(loaded.spec.path)
         return self.engine.score(loaded.spec.path, loaded.loaded_at, tokens, top)
 
     def call(self, fn, *args) -> Future:
@@ -104,7 +109,7 @@ class InProcessEngineClient(BaseEngineClient):
     def submit(self, request: wire.GenerationRequest, *, model: wire.LoadedInfo) -> Stream:
         from inference.engine.slot import tagged_slot
 
-        stream = self._open_stream()
+        stream = self._open_stream(model.spec.path)
         try:
             tokenizer = self.engine.model_for(model.spec.path).tokenizer
             slot = tagged_slot(stream.rid, self._slots, request, tokenizer)
@@ -112,7 +117,7 @@ class InProcessEngineClient(BaseEngineClient):
             self._streams.pop(stream.rid, None)
             raise exc if isinstance(exc, LMXError) else to_lmx_error(exc) from exc
         self._slots[stream.rid] = slot
-        self.engine.submit(slot)
+        self.engine.submit(slot, model.spec.path)
         return stream
 
     def _cancel(self, rid: int) -> None:

@@ -1,10 +1,10 @@
 """The engine in its own process (inference.engine.process), driven over a pipe of wire messages.
 
-The client mirrors what request handlers, probes and monitoring read (the loaded model's
-description, the load in progress, counters, memory) from the engine's messages, so a probe
+The client mirrors what request handlers, probes and monitoring read (the resident models'
+descriptions, the load in progress, counters, memory) from the engine's messages, so a probe
 never waits for the engine. A reader thread takes the messages; each step's events reach each
 event loop in one callback. If the engine process dies, its requests fail with internal-error,
-a new one starts and loads the model that was loaded.
+a new one starts and loads the models that were resident.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ class ProcessEngineClient(BaseEngineClient):
             "prompt_cache_bytes": prompt_cache_bytes,
             "log_speedups": log_speedups,  # the engine process says which speed-ups it runs
         }
-        # After a crash: load the model again, `reload(spec)` (blocking; runtime passes one that
+        # After a crash: load a model again, `reload(info)` (blocking; runtime passes one that
         # records the load as a load through the API does).
-        self._reload = reload or (lambda spec: self.load(spec).result())
+        self._reload = reload or (lambda info: self.load(info.spec, info.options).result())
         # Mirrored from the engine process; plain attribute reads, no locks.
-        self.loaded: wire.LoadedInfo | None = None
+        self.models: tuple[wire.LoadedInfo, ...] = ()
         self.loading: str | None = None
-        self.oom_unloaded = False
+        self.oom_unloaded: frozenset[str] = frozenset()
         self.counters = wire.EngineCounters()
         self.memory = wire.MemoryFigures()
         self._calls: dict[int, Future] = {}
@@ -114,23 +114,31 @@ class ProcessEngineClient(BaseEngineClient):
         return self._process.pid if self._process is not None else None
 
     # --- commands (any thread) -------------------------------------------------------------
-    def load(self, spec: ModelSpec) -> Future:
-        """Load `spec`, replacing the resident model (a load of a model already being loaded is
+    def load(self, spec: ModelSpec, options: wire.LoadOptions = wire.DEFAULT_OPTIONS) -> Future:
+        """Load `spec` beside the resident models (a load of a model already being loaded is
         answered by that load)."""
-        return self._call(lambda call: wire.Load(call, spec))
+        self.touch(spec.path)
+        return self._call(lambda call: wire.Load(call, spec, options))
 
-    def unload(self, reason: str = "request") -> Future:
-        return self._call(lambda call: wire.Unload(call, reason))
+    def unload(self, path: str | None = None, reason: str = "request") -> Future:
+        """Unload the model at `path`, or every resident model."""
+        return self._call(lambda call: wire.Unload(call, path, reason))
+
+    def drop_caches(self) -> Future:
+        """Empty every resident model's prompt caches; the bytes they held."""
+        return self._call(lambda call: wire.DropCaches(call))
 
     def tokenize(self, loaded: wire.LoadedInfo, kind: wire.TokenizeKind, payload) -> Future:
         return self._call(lambda call: wire.Tokenize(call, loaded.spec.path, kind, payload))
 
     def embed(self, loaded: wire.LoadedInfo, token_lists: list[list[int]], pooling: str) -> Future:
+        self.touch(loaded.spec.path)
         return self._call(
             lambda call: wire.Embed(call, loaded.spec.path, loaded.loaded_at, token_lists, pooling)
         )
 
     def score(self, loaded: wire.LoadedInfo, tokens: list[int], top: int) -> Future:
+        self.touch(loaded.spec.path)
         return self._call(
             lambda call: wire.ScorePrompt(call, loaded.spec.path, loaded.loaded_at, tokens, top)
         )
@@ -141,7 +149,7 @@ class ProcessEngineClient(BaseEngineClient):
 
     def submit(self, request: wire.GenerationRequest, *, model: wire.LoadedInfo) -> Stream:
         """Queue a generation with `model`; raises when it cannot be had."""
-        stream = self._open_stream()
+        stream = self._open_stream(model.spec.path)
         try:
             self._send(wire.Generate(stream.rid, model.spec.path, request))
         except LMXError:
@@ -196,9 +204,11 @@ class ProcessEngineClient(BaseEngineClient):
         self._deliver(message.items)
 
     def _on_state(self, message: wire.EngineState) -> None:
-        if message.loaded is not None and message.loaded != self.loaded:
+        if {(m.spec.path, m.loaded_at) for m in message.models} - {
+            (m.spec.path, m.loaded_at) for m in self.models
+        }:
             freeze_heap()  # what serving the first requests left behind (a load is a pause anyway)
-        self.loaded, self.loading, self.oom_unloaded = message.loaded, message.loading, message.oom_unloaded
+        self.models, self.loading, self.oom_unloaded = message.models, message.loading, message.oom_unloaded
 
     def _on_reply(self, message: wire.Reply) -> None:
         future = self._calls.pop(message.call, None)
@@ -218,11 +228,11 @@ class ProcessEngineClient(BaseEngineClient):
         if self._stopping:
             return
         log.error("The engine process stopped (exit code %s); its requests failed", self._process.exitcode)
-        had, loading = self.loaded, self.loading
-        self.loaded, self.loading = None, None  # probes say so before requests fail
-        if had is not None:
+        had, loading = self.models, self.loading
+        self.models, self.loading = (), None  # probes say so before requests fail
+        for info in had:
             event = wire.ModelEvent(
-                wire.ModelAction.UNLOADED, had.spec.id, had.vram_gb, reason="engine-stopped"
+                wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="engine-stopped"
             )
             self._notify(event.as_dict())
         error = EngineLost(
@@ -238,11 +248,13 @@ class ProcessEngineClient(BaseEngineClient):
             return
         self.start()
         log.info("Engine process restarted (pid %s)", self._process.pid)
-        if had is not None and loading is None:  # not while a load was what killed it
+        if loading is not None:  # not while a load was what killed it
+            return
+        for info in had:
             try:
-                self._reload(had.spec)  # on the dead process's reader thread: nothing else waits on it
-            except Exception as exc:  # noqa: BLE001 - logged; the server serves on without a model
-                log.error("Reloading %s failed: %s", had.spec.id, getattr(exc, "message", exc))
+                self._reload(info)  # on the dead process's reader thread: nothing else waits on it
+            except Exception as exc:  # noqa: BLE001 - logged; the server serves on without it
+                log.error("Reloading %s failed: %s", info.spec.id, getattr(exc, "message", exc))
 
 
 def _engine_main(conn, options: dict) -> None:

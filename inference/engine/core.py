@@ -1,8 +1,9 @@
 """The engine: the one thread that owns MLX (in the engine process, or in-process for tests).
 
 Other threads hand it jobs through a queue and get answers through futures (load, unload,
-embed) or a per-request slot (generation). Between jobs it runs the scheduler's steps; after
-each it publishes the step's events with fresh memory figures.
+embed) or a per-request slot (generation). Between jobs it runs a step of each resident model
+that has work, in turn (each model its own batch; none starves another); after each it publishes
+the step's events with fresh memory figures.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import mlx.core as mx
 from inference.engine import embedding, loading, scoring
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.model_host import LoadedModel, ModelHost
-from inference.engine.scheduler import Scheduler
 from inference.engine.slot import Outbox, Slot
 from inference.errors import NoModelLoaded, to_lmx_error
 from inference.heap import freeze_heap
 from inference.store import ModelSpec
-from inference.wire import EngineCounters, MemoryFigures, ModelEvent
+from inference.wire import DEFAULT_OPTIONS, EngineCounters, LoadOptions, MemoryFigures, ModelEvent
 
 log = logging.getLogger("lmx.engine")
 
@@ -37,10 +37,11 @@ SWITCH_INTERVAL_S = 0.0002
 @dataclass
 class _Job:
     """Work for the engine thread: `run()` between steps, its result on `future`; or a request
-    to admit (`slot`)."""
+    to admit (`slot`) for the model at `path`."""
 
     run: Callable[[], object] | None = None
     slot: Slot | None = None
+    path: str = ""
     future: Future = field(default_factory=Future)
 
 
@@ -66,7 +67,7 @@ class Engine:
         # Model lifecycle events, from the engine thread: typed to `announce`, as dicts to listeners.
         self.listeners = list(listeners or [])
         self._announce_to = announce
-        self.on_state = on_state  # called when loaded, loading or oom_unloaded change
+        self.on_state = on_state  # called when the resident models, loading or oom_unloaded change
         self._outbox = outbox or Outbox()
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._lock = threading.Lock()
@@ -77,23 +78,27 @@ class Engine:
             max_concurrent=max_concurrent,
             prompt_cache_size=prompt_cache_size,
             prompt_cache_bytes=prompt_cache_bytes,
+            counters=self.counters,
             announce=self._announce,
             state_changed=self._state_changed,
-            end_requests=lambda error: self.scheduler.fail_all(error),
         )
-        self.scheduler = Scheduler(self.host, self.counters, max_concurrent=max_concurrent)
 
     # State read without locks by other threads: plain attribute reads are atomic.
     @property
     def loaded(self) -> LoadedModel | None:
+        """The most recently loaded resident model."""
         return self.host.loaded
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        return [r.loaded for r in self.host.residents.values()]
 
     @property
     def loading(self) -> str | None:
         return self.host.loading
 
     @property
-    def oom_unloaded(self) -> bool:
+    def oom_unloaded(self) -> frozenset[str]:
         return self.host.oom_unloaded
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -113,14 +118,14 @@ class Engine:
         return self._thread.is_alive()
 
     # --- jobs (any thread) -----------------------------------------------------------------
-    def load(self, spec: ModelSpec) -> Future:
-        """Load `spec`, replacing the resident model. A load of a model already being loaded
-        shares that load's future instead of loading it twice."""
+    def load(self, spec: ModelSpec, options: LoadOptions = DEFAULT_OPTIONS) -> Future:
+        """Load `spec` beside the resident models. A load of a model already being loaded shares
+        that load's future instead of loading it twice."""
         with self._lock:
             pending = self._pending_loads.get(spec.id)
             if pending is not None and not pending.done():
                 return pending
-            job = _Job(run=lambda: self.host.load(spec))
+            job = _Job(run=lambda: self.host.load(spec, options))
             self._pending_loads[spec.id] = job.future
         job.future.add_done_callback(lambda done: self._forget_load(spec.id, done))
         self._jobs.put(job)
@@ -131,8 +136,12 @@ class Engine:
             if self._pending_loads.get(model_id) is done:
                 del self._pending_loads[model_id]
 
-    def unload(self, reason: str = "request") -> Future:
-        return self.run_on_engine(lambda: self.host.unload(reason))
+    def unload(self, path: str | None = None, reason: str = "request") -> Future:
+        """Unload the model at `path`, or every resident model."""
+        return self.run_on_engine(lambda: self.host.unload(path, reason))
+
+    def drop_caches(self) -> Future:
+        return self.run_on_engine(self.host.drop_prompt_caches)
 
     def embed(self, path: str, loaded_at: float, token_lists: list[list[int]], pooling: str) -> Future:
         """Unit-length embeddings with the model the request was checked against."""
@@ -154,11 +163,15 @@ class Engine:
 
         return self.run_on_engine(run)
 
-    def submit(self, slot: Slot) -> None:
-        """Queue a generation; its events arrive on `slot` (a refusal too)."""
+    def submit(self, slot: Slot, path: str | None = None) -> None:
+        """Queue a generation with the model at `path` (None: the latest loaded, for tools with
+        one model); its events arrive on `slot` (a refusal too)."""
+        if path is None:
+            loaded = self.host.loaded
+            path = loaded.spec.path if loaded is not None else ""
         slot.outbox = self._outbox
         slot.wake_engine = self.wake
-        self._jobs.put(_Job(slot=slot))
+        self._jobs.put(_Job(slot=slot, path=path))
 
     def wake(self) -> None:
         self._jobs.put(_WAKE)
@@ -213,7 +226,7 @@ class Engine:
         while not self._stop.is_set():
             try:
                 # Idle: sleep until a job comes. Busy: only pick up what is already there.
-                job = self._jobs.get_nowait() if self.scheduler.busy else self._jobs.get()
+                job = self._jobs.get_nowait() if self.host.busy else self._jobs.get()
             except queue.Empty:
                 job = None
             while job is not None:
@@ -225,24 +238,28 @@ class Engine:
                     job = None
             if self._stop.is_set():
                 break
-            if self.scheduler.busy:
-                try:
-                    self._step()
-                except Exception as exc:  # a failed step must not kill the engine
-                    log.exception("Generation step failed")
-                    self.scheduler.fail_all(to_lmx_error(exc))
-                self._publish()
-        self.scheduler.fail_all(NoModelLoaded("LMX is shutting down."))
+            if self.host.busy:
+                self._step()
+        self.host.fail_all(NoModelLoaded("LMX is shutting down."))
         self._publish()
         self.host.drop()
 
     def _step(self) -> None:
-        self.scheduler.step()
+        """One step of each resident model with work, in load order."""
+        for resident in list(self.host.residents.values()):
+            if not resident.scheduler.busy:
+                continue
+            try:
+                resident.scheduler.step()
+            except Exception as exc:  # a failed step must not kill the engine, nor other models' work
+                log.exception("Generation step of %s failed", resident.loaded.spec.id)
+                resident.scheduler.fail_all(to_lmx_error(exc))
+            self._publish()
 
     def _handle(self, job: _Job) -> None:
         if job.slot is not None:
             try:
-                self.scheduler.admit(job.slot)
+                self.host.resident(job.path).scheduler.admit(job.slot)
             except Exception as exc:  # noqa: BLE001 - the request fails, the engine goes on
                 job.slot.fail(to_lmx_error(exc))
             return

@@ -1,7 +1,9 @@
-"""The model host: loads, warms up, restores and unloads the one resident model (engine thread).
+"""The model host: the resident models, each with its batch, prompt caches and scheduler; loads,
+warms up and unloads them (engine thread).
 
-A load replaces the resident model; a load that fails loads the previous one again, so a broken
-file never leaves the server without the model it had.
+Several models may be resident; which ones, and which to unload to make room, is the server's
+policy (inference.pool). A load never replaces another model here; a load that fails leaves the
+resident models as they were.
 """
 
 from __future__ import annotations
@@ -18,23 +20,70 @@ import mlx.core as mx
 
 from inference.engine import loading
 from inference.engine.mlx_compat.generator import LMXBatchGenerator
-from inference.errors import LMXError, NoModelLoaded, OomUnloaded
+from inference.engine.scheduler import Scheduler
+from inference.errors import InvalidRequest, LMXError, NoModelLoaded, OomUnloaded
 from inference.heap import freeze_heap
 from inference.store import ModelSpec
-from inference.wire import LoadedInfo, LoadResult, ModelAction, ModelEvent, UnloadResult
+from inference.wire import (
+    DEFAULT_OPTIONS,
+    EngineCounters,
+    LoadedInfo,
+    LoadOptions,
+    LoadResult,
+    ModelAction,
+    ModelEvent,
+    UnloadResult,
+)
 
 log = logging.getLogger("lmx.engine")
+
+_ACTIONS = {"evicted": ModelAction.EVICTED, "expired": ModelAction.EXPIRED}
 
 
 @dataclass(frozen=True)
 class LoadedModel(LoadedInfo):
-    """The loaded model in the engine process: its description and its MLX objects."""
+    """A resident model in the engine process: its description and its MLX objects."""
 
-    model: object
-    tokenizer: object
+    model: object = None
+    tokenizer: object = None
 
     def info(self) -> LoadedInfo:
         return LoadedInfo(**{f.name: getattr(self, f.name) for f in fields(LoadedInfo)})
+
+
+class Resident:
+    """One resident model: its MLX objects, its continuous batch and prompt caches, and the
+    scheduler of its requests (a step of one model never holds another's rows)."""
+
+    def __init__(self, loaded: LoadedModel, generator: LMXBatchGenerator, counters, max_concurrent: int):
+        self.loaded = loaded
+        self.generator = generator
+        self.scheduler = Scheduler(self, counters, max_concurrent=max_concurrent)
+        # llguidance's tokenizer, made in the background: made on the engine thread at the first
+        # structured request it stalled every stream ~1 s.
+        self._grammar_tokenizer = _make_grammar_tokenizer(loaded)
+
+    def grammar_tokenizer(self):
+        return self._grammar_tokenizer.result()
+
+    def close(self) -> None:
+        self.generator.close()
+
+
+def _make_grammar_tokenizer(loaded: LoadedModel) -> Future:
+    from inference.engine.grammar import tokenizer_for
+
+    made: Future = Future()
+    tokenizer, vocab_size = loaded.tokenizer, loaded.vocab_size  # not the model: an unload frees it
+
+    def make():
+        try:
+            made.set_result(tokenizer_for(tokenizer, vocab_size))
+        except BaseException as exc:  # noqa: BLE001 - the first structured request hears it
+            made.set_exception(exc)
+
+    threading.Thread(target=make, name="lmx-grammar-tokenizer", daemon=True).start()
+    return made
 
 
 class ModelHost:
@@ -44,77 +93,70 @@ class ModelHost:
         max_concurrent: int,
         prompt_cache_size: int,
         prompt_cache_bytes: int,
+        counters: EngineCounters,
         announce: Callable[[ModelEvent], None],
         state_changed: Callable[[], None],
-        end_requests: Callable[[LMXError], None],
     ):
         self.max_concurrent = max_concurrent
         self.prompt_cache_size = prompt_cache_size
         self.prompt_cache_bytes = prompt_cache_bytes
+        self.counters = counters
         self._announce = announce
         self._state_changed = state_changed
-        self._end_requests = end_requests  # every request in flight, before the model goes
-        # Read without locks from other threads (probes, the process's receiver).
-        self.loaded: LoadedModel | None = None
+        # Read without locks from other threads (probes, the process's receiver): replaced, never
+        # changed in place.
+        self.residents: dict[str, Resident] = {}  # by path, in load order
         self.loading: str | None = None
-        self.oom_unloaded = False
-        self.generator: LMXBatchGenerator | None = None  # the loaded model's batch and prompt caches
-        # llguidance's tokenizer for the loaded model, made in the background after each load: made
-        # on the engine thread at the first structured request it stalled every stream ~1 s.
-        self._grammar_tokenizer: Future | None = None
+        self.oom_unloaded: frozenset[str] = frozenset()  # paths the guardian unloaded, until loaded again
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The most recently loaded resident model."""
+        residents = list(self.residents.values())
+        return residents[-1].loaded if residents else None
+
+    @property
+    def busy(self) -> bool:
+        return any(r.scheduler.busy for r in self.residents.values())
+
+    def resident(self, path: str, loaded_at: float | None = None) -> Resident:
+        """The resident model at `path`, if it is still there (and, given `loaded_at`, the same
+        load) a request was checked against in the server process; any thread."""
+        resident = self.residents.get(path)
+        if resident is None or loaded_at not in (None, resident.loaded.loaded_at):
+            raise self.refusal(path)
+        return resident
 
     def model_for(self, path: str, loaded_at: float | None = None) -> LoadedModel:
-        """The loaded model, if it is still the one at `path` (and, given `loaded_at`, the same
-        load) a request was checked against in the server process; any thread."""
-        loaded = self.loaded
-        if loaded is None and self.oom_unloaded:
-            raise OomUnloaded()
-        if loaded is None or loaded.spec.path != path or loaded_at not in (None, loaded.loaded_at):
-            raise NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
-        return loaded
+        return self.resident(path, loaded_at).loaded
 
-    def grammar_tokenizer(self):
-        """The loaded model's tokenizer as llguidance needs it (made once per load)."""
-        if self._grammar_tokenizer is None:
-            self._grammar_tokenizer = self._make_grammar_tokenizer(self.loaded)
-        return self._grammar_tokenizer.result()
+    def refusal(self, path: str) -> LMXError:
+        """Why a request for the model at `path` cannot run now."""
+        if path in self.oom_unloaded:
+            return OomUnloaded()
+        return NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
 
-    @staticmethod
-    def _make_grammar_tokenizer(loaded: LoadedModel) -> Future:
-        from inference.engine.grammar import tokenizer_for
-
-        made: Future = Future()
-
-        def make():
-            try:
-                made.set_result(tokenizer_for(loaded.tokenizer, loaded.vocab_size))
-            except BaseException as exc:  # noqa: BLE001 - the first structured request hears it
-                made.set_exception(exc)
-
-        threading.Thread(target=make, name="lmx-grammar-tokenizer", daemon=True).start()
-        return made
-
-    def refusal(self) -> LMXError:
-        """Why a request cannot run now that no model is loaded."""
-        return OomUnloaded() if self.oom_unloaded else NoModelLoaded()
-
-    def load(self, spec: ModelSpec) -> LoadResult:
-        if self.loaded is not None and self.loaded.spec.path == spec.path:
-            return LoadResult(spec.id, self.loaded.load_time_ms, self.loaded.vram_gb, already_loaded=True)
-        previous = replaced = None
-        if self.loaded is not None:
-            previous = self.loaded.spec
-            replaced = self.unload("replaced")
+    def load(self, spec: ModelSpec, options: LoadOptions = DEFAULT_OPTIONS) -> LoadResult:
+        resident = self.residents.get(spec.path)
+        if resident is not None:
+            loaded = resident.loaded
+            return LoadResult(spec.id, loaded.load_time_ms, loaded.vram_gb, already_loaded=True)
         self.loading = spec.id
         self._state_changed()
         try:
             before = mx.get_active_memory()
             start = time.perf_counter()
             model, tokenizer, config, backend = loading.load(spec)
+            own_context = loading.context_length(config)
+            if options.context_length is not None and options.context_length > own_context:
+                raise InvalidRequest(
+                    f"context_length={options.context_length} exceeds {spec.id}'s own context length "
+                    f"of {own_context}."
+                )
             vram = max(mx.get_active_memory() - before, loading.parameter_bytes(model))
             self._warm_up(spec, model)
             elapsed_ms = int((time.perf_counter() - start) * 1000)  # until it is ready to serve
-            self.loaded = LoadedModel(
+            loaded = LoadedModel(
                 spec=spec,
                 model=model,
                 tokenizer=tokenizer,
@@ -122,33 +164,34 @@ class ModelHost:
                 vram_bytes=vram,
                 load_time_ms=elapsed_ms,
                 loaded_at=time.time(),
-                context_length=loading.context_length(config),
+                context_length=options.context_length or own_context,
                 backend=backend,
                 vocab_size=config.get("vocab_size") or len(tokenizer.get_vocab()),
+                options=options,
+                model_context_length=own_context,
             )
-            self.oom_unloaded = False
-            self.generator = LMXBatchGenerator(
+            generator = LMXBatchGenerator(
                 model,
                 max_concurrent=self.max_concurrent,
                 cache_size=self.prompt_cache_size,
-                cache_bytes=self.prompt_cache_bytes,
+                cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
             )
-            self._grammar_tokenizer = self._make_grammar_tokenizer(self.loaded)
+            self.residents = {
+                **self.residents,
+                spec.path: Resident(loaded, generator, self.counters, self.max_concurrent),
+            }
+            self.oom_unloaded = self.oom_unloaded - {spec.path}
             freeze_heap()
-        except BaseException as exc:
-            self.drop()
-            if previous is not None and isinstance(exc, Exception):
-                self._restore(previous, failed=spec.id)
+        except BaseException:
+            model = tokenizer = None
+            self._release()
             raise
         finally:
             self.loading = None
             self._state_changed()
         log.info("Model loaded: %s (%.1f GB, %.1fs)", spec.id, vram / 1e9, elapsed_ms / 1000)
-        self._announce(ModelEvent(ModelAction.LOADED, spec.id, self.loaded.vram_gb, elapsed_ms))
-        unloaded = (
-            None if replaced is None else {"model": replaced.model, "freed_vram_gb": replaced.freed_vram_gb}
-        )
-        return LoadResult(spec.id, elapsed_ms, self.loaded.vram_gb, unloaded=unloaded)
+        self._announce(ModelEvent(ModelAction.LOADED, spec.id, loaded.vram_gb, elapsed_ms))
+        return LoadResult(spec.id, elapsed_ms, loaded.vram_gb)
 
     @staticmethod
     def _warm_up(spec: ModelSpec, model) -> None:
@@ -157,40 +200,64 @@ class ModelHost:
         except Exception as exc:  # noqa: BLE001 - the first request will say what is wrong, if anything
             log.warning("Warm-up of %s failed: %s", spec.id, exc)
 
-    def _restore(self, spec: ModelSpec, *, failed: str) -> None:
-        log.warning("Loading %s failed; loading %s again", failed, spec.id)
-        try:
-            self.load(spec)
-        except Exception:
-            log.exception("Could not load %s again", spec.id)
-
-    def unload(self, reason: str = "request") -> UnloadResult:
-        if self.loaded is None:
+    def unload(self, path: str | None = None, reason: str = "request") -> UnloadResult:
+        """Unload the model at `path`, or every resident model; their requests end first."""
+        paths = list(self.residents) if path is None else [path] if path in self.residents else []
+        if not paths:
             return UnloadResult(None, 0.0)
-        model_id = self.loaded.spec.id
-        self._end_requests(
-            OomUnloaded()
-            if reason == "oom"
-            else NoModelLoaded(
-                f"The model {model_id} was unloaded while this request ran. Load a model and retry."
-            )
-        )
         before = mx.get_active_memory()
-        self.drop()
+        ids = []
+        for one in paths:
+            resident = self.residents[one]
+            model_id = resident.loaded.spec.id
+            resident.scheduler.fail_all(
+                OomUnloaded()
+                if reason == "oom"
+                else NoModelLoaded(
+                    f"The model {model_id} was unloaded ({reason}) while this request ran. Load it and retry."
+                )
+            )
+            resident.close()
+            self.residents = {p: r for p, r in self.residents.items() if p != one}
+            del resident
+            ids.append((model_id, one))
+        self._release()
         freed = round(max(0, before - mx.get_active_memory()) / 1e9, 3)
-        self.oom_unloaded = reason == "oom"
+        if reason == "oom":
+            self.oom_unloaded = self.oom_unloaded | {p for _, p in ids}
         self._state_changed()
-        log.info("Model unloaded, freed %.1f GB", freed)
-        self._announce(ModelEvent(ModelAction.UNLOADED, model_id, freed, reason=reason))
-        return UnloadResult(model_id, freed)
+        each = round(freed / len(ids), 3)
+        for model_id, _ in ids:
+            share = each if len(ids) > 1 else freed
+            log.info("Model unloaded, freed %.1f GB (%s, %s)", share, model_id, reason)
+            self._announce(
+                ModelEvent(_ACTIONS.get(reason, ModelAction.UNLOADED), model_id, share, reason=reason)
+            )
+        return UnloadResult(ids[0][0], freed, tuple(i for i, _ in ids))
+
+    def drop_prompt_caches(self) -> int:
+        """Empty every resident model's prompt caches, the largest first; the bytes they held."""
+        freed = 0
+        for resident in sorted(self.residents.values(), key=lambda r: -r.generator.prompt_caches.nbytes):
+            freed += resident.generator.prompt_caches.nbytes
+            resident.generator.prompt_caches.trim_to(n_sequences=0)
+        mx.clear_cache()
+        return freed
+
+    def fail_all(self, error: LMXError) -> None:
+        """End every request of every resident model with `error`."""
+        for resident in self.residents.values():
+            resident.scheduler.fail_all(error)
 
     def drop(self) -> None:
-        """Let go of the model and its batch, whatever state they are in."""
-        if self.generator is not None:
-            self.generator.close()
-        self.loaded = None
-        self.generator = None
-        self._grammar_tokenizer = None
+        """Let go of every model and its batch, whatever state they are in (shutdown)."""
+        residents, self.residents = self.residents, {}
+        while residents:  # no name left holding one when the collector runs
+            residents.popitem()[1].close()
+        self._release()
+
+    @staticmethod
+    def _release() -> None:
         gc.unfreeze()  # the model's objects were frozen with the rest: let them go
         freeze_heap()
         mx.clear_cache()

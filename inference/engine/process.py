@@ -102,8 +102,9 @@ class _Child:
         self.slots: dict[int, TaggedSlot] = {}
         self.tokenizers = ThreadPoolExecutor(2, thread_name_prefix="lmx-tokenize")
         self.handlers = {
-            wire.Load: lambda m: self._reply(m.call, self.engine.load(m.spec)),
-            wire.Unload: lambda m: self._reply(m.call, self.engine.unload(m.reason)),
+            wire.Load: lambda m: self._reply(m.call, self.engine.load(m.spec, m.options)),
+            wire.Unload: lambda m: self._reply(m.call, self.engine.unload(m.path, m.reason)),
+            wire.DropCaches: lambda m: self._reply(m.call, self.engine.drop_caches()),
             wire.Tokenize: self._tokenize,
             wire.Embed: lambda m: self._reply(
                 m.call, self.engine.embed(m.path, m.loaded_at, m.token_lists, m.pooling)
@@ -119,9 +120,8 @@ class _Child:
         }
 
     def _send_state(self, engine) -> None:
-        loaded = engine.loaded
-        info = loaded.info() if loaded is not None else None
-        self.pipe.send(wire.EngineState(info, engine.loading, engine.oom_unloaded))
+        models = tuple(loaded.info() for loaded in engine.models)
+        self.pipe.send(wire.EngineState(models, engine.loading, engine.oom_unloaded))
 
     def serve(self) -> None:
         self.engine.start()
@@ -165,7 +165,7 @@ class _Child:
             tokenizer = self.engine.model_for(message.path).tokenizer
             slot = tagged_slot(rid, self.slots, message.request, tokenizer)
             self.slots[rid] = slot
-            self.engine.submit(slot)
+            self.engine.submit(slot, message.path)
         except Exception as exc:  # noqa: BLE001 - the request fails, the engine goes on
             self.slots.pop(rid, None)
             error = exc if isinstance(exc, LMXError) else to_lmx_error(exc)

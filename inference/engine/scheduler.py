@@ -1,4 +1,5 @@
-"""The scheduler: which requests run, wait or decode alone, and one step of them (engine thread).
+"""The scheduler of one resident model: which of its requests run, wait or decode alone, and one
+step of them (engine thread). Each resident model has its own; the engine steps them in turn.
 
 A request that arrives while nothing else runs is decoded alone (engine.solo); a second one moves
 it into the continuous batch (mlx-lm's BatchGenerator, through mlx_compat.generator) token for
@@ -15,7 +16,6 @@ from mlx_lm.generate import StopSequences
 
 from inference.engine import sampling
 from inference.engine.mlx_compat import batch_layers
-from inference.engine.model_host import ModelHost
 from inference.engine.slot import Slot
 from inference.engine.solo import Solo
 from inference.errors import LMXError, LmxTimeout, to_lmx_error
@@ -23,8 +23,8 @@ from inference.wire import EngineCounters
 
 
 class Scheduler:
-    def __init__(self, host: ModelHost, counters: EngineCounters, *, max_concurrent: int):
-        self.host = host
+    def __init__(self, model, counters: EngineCounters, *, max_concurrent: int):
+        self.model = model  # the resident model (engine.model_host.Resident) whose batch this runs
         self.counters = counters
         self.max_concurrent = max_concurrent
         self.running: dict[int, Slot] = {}  # by the batch's uid
@@ -37,15 +37,12 @@ class Scheduler:
 
     # --- admission -------------------------------------------------------------------------
     def admit(self, slot: Slot) -> None:
-        loaded = self.host.loaded
-        if loaded is None:
-            slot.fail(self.host.refusal())
-            return
+        loaded = self.model.loaded
         if slot.cancelled:
             slot.close()
             return
         try:  # a grammar the engine cannot follow fails its own request, nothing else
-            processors = sampling.processors(slot.request, grammar_tokenizer=self.host.grammar_tokenizer)
+            processors = sampling.processors(slot.request, grammar_tokenizer=self.model.grammar_tokenizer)
         except Exception as exc:  # noqa: BLE001 - the request hears why
             slot.fail(to_lmx_error(exc))
             return
@@ -53,7 +50,7 @@ class Scheduler:
             self.solo = Solo(
                 loaded,
                 slot,
-                self.host.generator.nearest_cache,
+                self.model.generator.nearest_cache,
                 sampler=sampling.sampler(slot.request),
                 processors=processors,
                 stop_tokens=set(sampling.stop_tokens(loaded.tokenizer, slot.request)),
@@ -66,7 +63,7 @@ class Scheduler:
             self.waiting.append(slot)
             return
         tokens = list(slot.request.prompt_tokens)
-        cache, rest = self.host.generator.nearest_cache(loaded.spec.id, tokens)
+        cache, rest = self.model.generator.nearest_cache(loaded.spec.id, tokens)
         cached = len(tokens) - len(rest)
         uid = self._insert(
             slot,
@@ -82,8 +79,8 @@ class Scheduler:
         self.running[uid] = slot
 
     def _insert(self, slot: Slot, *, prompt, cache, in_cache, max_tokens, sampler, processors) -> int:
-        stops = [(t,) for t in sampling.stop_tokens(self.host.loaded.tokenizer, slot.request)]
-        (uid,) = self.host.generator.insert(
+        stops = [(t,) for t in sampling.stop_tokens(self.model.loaded.tokenizer, slot.request)]
+        (uid,) = self.model.generator.insert(
             [prompt],
             max_tokens=[max_tokens],
             caches=[cache] if cache is not None else None,
@@ -146,8 +143,8 @@ class Scheduler:
             self.solo = None
         for slot in [*self.running.values(), *self.waiting]:
             slot.fail(error)
-        if self.host.generator is not None and self.running:
-            self.host.generator.remove(list(self.running))
+        if self.running:
+            self.model.generator.remove(list(self.running))
         self.running.clear()
         self.waiting.clear()
 
@@ -161,9 +158,7 @@ class Scheduler:
         return False
 
     def _remember(self, tokens, cache) -> None:
-        loaded = self.host.loaded
-        if loaded is not None:
-            self.host.generator.remember(loaded.spec.id, tokens, cache)
+        self.model.generator.remember(self.model.loaded.spec.id, tokens, cache)
 
     # --- a step ----------------------------------------------------------------------------
     def step(self) -> None:
@@ -173,7 +168,7 @@ class Scheduler:
         reaped = [uid for uid, slot in self.running.items() if self._reap(slot)]
         self.waiting = [slot for slot in self.waiting if not self._reap(slot, queued=True)]
         if reaped:
-            self.host.generator.remove(reaped)
+            self.model.generator.remove(reaped)
             for uid in reaped:
                 del self.running[uid]
         while self.waiting and len(self.running) < self.max_concurrent:
@@ -193,9 +188,9 @@ class Scheduler:
             self._remember(solo.tokens, solo.cache)
 
     def _batch_step(self) -> None:
-        generator = self.host.generator
+        generator = self.model.generator
         batch_layers.use(
-            self.host.loaded.model, batched=True
+            self.model.loaded.model, batched=True
         )  # a request decoded alone may have left them off
         prompt_responses, gen_responses = generator.next()
         self.counters.steps += 1

@@ -147,6 +147,7 @@
   let lastRate = 0;
   let lastRateAt = 0;
   let activeRequests = 0;
+  let activeByModel = {}; // model id -> requests running or queued, from the throughput events
 
   function pushSample(value) {
     ring[head] = value;
@@ -218,7 +219,10 @@
     // The server sends throughput only while it generates: no recent sample means idle.
     const fresh = performance.now() - lastRateAt <= 1500 * SAMPLE_S;
     const value = fresh ? lastRate : 0;
-    if (!fresh) activeRequests = 0;
+    if (!fresh) {
+      activeRequests = 0;
+      activeByModel = {};
+    }
     pushSample(value);
     $("throughput-now").textContent = value.toFixed(1);
     $("throughput-active").textContent = `${activeRequests}`;
@@ -231,17 +235,20 @@
     lastRate = ev.tokens_per_second;
     lastRateAt = performance.now();
     activeRequests = ev.active_requests;
+    activeByModel = ev.active_by_model || {};
     $("throughput-queued").textContent = `${ev.queued_requests ?? 0}`;
   }
 
   // ---- models ---------------------------------------------------------------------------------
   let models = [];
-  let loadedId = null;
+  let loadedId = null; // the most recently used resident model
+  let totalGb = 0; // device memory, for each model's share
+  let fetchedAt = 0; // when `models` came: TTL countdowns run from it
   const pending = new Map(); // model id -> {action, since}
 
   function stateOf(m) {
     if (pending.get(m.id)?.action === "load" || m.state === "loading") return "loading";
-    if (m.loaded) return activeRequests > 0 ? "inferring" : "loaded";
+    if (m.loaded) return (activeByModel[m.id] || 0) > 0 ? "inferring" : "loaded";
     return "idle";
   }
 
@@ -270,12 +277,19 @@
       const button = m.loaded
         ? el("button", { type: "button", class: "ghost", onclick: () => unloadModel(m.id), ...(busy ? { disabled: "" } : {}) }, "Unload")
         : el("button", { type: "button", onclick: () => loadModel(m.id), ...(busy ? { disabled: "" } : {}) }, "Load");
-      const detail = m.loaded && m.vram_gb !== null ? ` · ${m.vram_gb.toFixed(2)} GB in memory (${m.backend})` : "";
+      const detail = m.loaded && m.vram_gb !== null ? ` · ${memoryShare(m)} (${m.backend})` : "";
       tbody.append(
         el(
           "tr",
           { dataset: { model: m.id } },
-          el("td", { class: "model-id", title: m.path }, m.id, el("div", { class: "muted small-text" }, `${m.source}${detail}`)),
+          el(
+            "td",
+            { class: "model-id", title: m.path },
+            m.id,
+            m.pinned ? el("span", { class: "pin", title: "pinned: never evicted nor expired" }, " 📌") : null,
+            el("div", { class: "muted small-text" }, `${m.source}${detail}`),
+            m.loaded ? el("div", { class: "muted small-text ttl" }, ttlText(m)) : null,
+          ),
           el("td", {}, m.format),
           el("td", {}, fmtBytes(m.size_bytes)),
           el("td", {}, m.quantization || "–"),
@@ -284,17 +298,36 @@
         ),
       );
     }
-    const loaded = models.find((m) => m.loaded);
-    loadedId = loaded ? loaded.id : null;
-    $("loaded-model").textContent = loaded
-      ? `${loaded.id} · ${loaded.vram_gb !== null ? loaded.vram_gb.toFixed(2) : "?"} GB`
+    const resident = models.filter((m) => m.loaded);
+    const recent = resident.find((m) => m.most_recent) || resident[0];
+    loadedId = recent ? recent.id : null;
+    $("loaded-model").textContent = resident.length
+      ? resident.map((m) => `${m.id} · ${m.vram_gb !== null ? m.vram_gb.toFixed(2) : "?"} GB`).join(" | ")
       : "no model loaded";
+  }
+
+  function memoryShare(m) {
+    const share = totalGb ? ` (${((m.vram_gb / totalGb) * 100).toFixed(1)}% of memory)` : "";
+    return `${m.vram_gb.toFixed(2)} GB${share}`;
+  }
+
+  function ttlText(m) {
+    const running = activeByModel[m.id] || 0;
+    const active = running ? `${running} running · ` : "";
+    if (m.ttl_left_s === null || m.ttl_left_s === undefined) {
+      return `${active}${m.pinned ? "pinned" : m.ttl_s === null ? "stays loaded" : "TTL paused while busy"}`;
+    }
+    const left = Math.max(0, m.ttl_left_s - (performance.now() - fetchedAt) / 1000);
+    return `${active}unloads in ${left.toFixed(0)}s if idle`;
   }
 
   function renderModelStates() {
     for (const row of $("models-table").querySelectorAll("tr[data-model]")) {
       const m = models.find((x) => x.id === row.dataset.model);
-      if (m) row.querySelector(".state-cell").replaceChildren(stateCell(m));
+      if (!m) continue;
+      row.querySelector(".state-cell").replaceChildren(stateCell(m));
+      const ttl = row.querySelector(".ttl");
+      if (ttl) ttl.textContent = ttlText(m);
     }
   }
 
@@ -313,6 +346,8 @@
     try {
       const data = await api("/admin/models");
       models = data.models;
+      fetchedAt = performance.now();
+      if (data.memory) totalGb = data.memory.total_gb;
       renderModels();
       if (data.memory) {
         const { active_gb: used, total_gb: total } = data.memory;
@@ -338,7 +373,8 @@
   }
 
   const loadModel = (id) => runModelJob(id, "load", () => api("/admin/models/load", { method: "POST", body: { model: id } }));
-  const unloadModel = (id) => runModelJob(id, "unload", () => api("/admin/models/unload", { method: "POST", body: {} }));
+  const unloadModel = (id) =>
+    runModelJob(id, "unload", () => api("/admin/models/unload", { method: "POST", body: { model: id } }));
   $("models-refresh").addEventListener("click", refreshModels);
 
   // ---- recent errors --------------------------------------------------------------------------
@@ -654,7 +690,7 @@
   drawGraph();
   setInterval(sampleTick, SAMPLE_S * 1000);
   setInterval(watchHeartbeats, 250);
-  setInterval(() => pending.size && renderModelStates(), 500);
+  setInterval(() => (pending.size || models.some((m) => m.ttl_left_s != null)) && renderModelStates(), 500);
   window.addEventListener("resize", drawGraph);
   if (TOKEN_REQUIRED && !token()) {
     setHealth("disconnected", "admin token needed");

@@ -240,15 +240,15 @@ def test_load_and_unload_from_the_page_change_the_list_and_the_gauge(
     expect(model_row(page, GGUF_ID).locator(".state")).to_have_text("loaded")
     expect(page.locator("#errors-list li").first).to_have_attribute("data-code", "invalid-request")
 
-    # the guardian at critical: the gauge turns red, the alert says why, the model is unloaded
+    # the guardian at critical: the gauge turns red, the alert says why, the idle model is evicted
     record_gauge_levels(page)
     with srv.client() as http:
         http.post("/admin/memory", json={"warning_pct": 0.001, "critical_pct": 0.002})
     expect(page.locator("#memory-alert")).to_have_class(re.compile("critical"))
-    expect(page.locator("#memory-alert")).to_contain_text("was unloaded")
+    expect(page.locator("#memory-alert")).to_contain_text(f"evicted {GGUF_ID}, idle")
     expect(model_row(page, GGUF_ID).locator(".state")).to_have_text("idle")
     assert "critical" in page.evaluate("window.gaugeLevels")
-    expect(page.locator("#errors-list li").first).to_have_attribute("data-code", "oom-unloaded")
+    expect(page.locator("#errors-list li").first).to_have_attribute("data-code", "insufficient-memory")
     assert not [e for e in dash.console_errors if "uncaught" in e]
 
 

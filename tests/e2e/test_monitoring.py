@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.conftest import MLX_ID, wait_for
+from tests.conftest import GGUF_ID, MLX_ID, wait_for
 
 QUESTION = [{"role": "user", "content": "Tell me a long story about a dragon."}]
 
@@ -91,13 +91,19 @@ def test_events_stream_every_type_to_several_clients_while_one_stalls(make_serve
     assert "WARNING:  SSE client disconnected: ConnectionResetError" in srv.stderr()
 
 
-def test_guardian_unloads_at_critical_and_every_stream_ends_with_oom_unloaded(make_server, server_db):
+def test_guardian_steps_down_caches_idle_model_new_work_then_the_busy_model(make_server, server_db):
+    """Warning: prompt caches dropped, then the idle model evicted while the busy one streams on.
+    Critical: new work refused with Retry-After, then the busy model unloaded: every stream ends
+    with oom-unloaded, /healthz answers throughout."""
     from monitoring.models import ErrorEvent
 
     srv = make_server(env={"LMX_EVENTS_MEMORY_S": "1"}, default_model=MLX_ID, wait_ready=True)
+    with srv.client() as http:
+        assert http.post("/admin/models/load", json={"model": GGUF_ID}).status_code == 200  # idle
     events = SSEReader(srv.url)
     results: dict[int, list] = {}
     probes: list[tuple[int, int]] = []
+    late: list[httpx.Response] = []
     streaming = threading.Barrier(5)
 
     def stream(i: int):
@@ -128,6 +134,17 @@ def test_guardian_unloads_at_critical_and_every_stream_ends_with_oom_unloaded(ma
             )
             time.sleep(0.2)
 
+    def knock():  # new work while memory is critical
+        while len(results) < 4:
+            late.append(
+                httpx.post(
+                    srv.url + "/v1/chat/completions",
+                    json={"model": MLX_ID, "messages": QUESTION, "max_tokens": 1},
+                    timeout=60,
+                )
+            )
+            time.sleep(0.05)
+
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
@@ -135,37 +152,49 @@ def test_guardian_unloads_at_critical_and_every_stream_ends_with_oom_unloaded(ma
     prober = threading.Thread(target=probe)
     prober.start()
     with srv.client() as http:
-        pct = http.get("/admin/memory").json()["pct"]  # the model alone is 0.4-2 % of this machine
+        pct = http.get("/admin/memory").json()["pct"]  # the models are 0.4-2 % of this machine
         assert pct > 0
-        assert (
-            http.post("/admin/memory", json={"warning_pct": pct / 4, "critical_pct": pct / 2}).status_code
-            == 200
-        )
+        http.post("/admin/memory", json={"warning_pct": pct / 4, "critical_pct": 99})
+        steps = lambda: [e.get("action") for e in events.of("memory_warning")]  # noqa: E731
+        assert wait_for(lambda: steps() == ["prompt_caches_dropped", "model_evicted"], timeout=10), steps()
+        assert events.of("memory_warning")[1]["model"] == GGUF_ID
+        assert [m["id"] for m in http.get("/admin/models").json()["models"] if m["loaded"]] == [MLX_ID]
+        assert len(results) == 0  # the busy model streams on
+        pct = http.get("/admin/memory").json()["pct"]
+        knocker = threading.Thread(target=knock)
+        knocker.start()
+        http.post("/admin/memory", json={"warning_pct": pct / 4, "critical_pct": pct / 2})
     for t in threads:
         t.join(60)
     prober.join(30)
+    knocker.join(60)
     events.close()
 
     assert len(results) == 4
     for chunks in results.values():
         assert chunks[-1] == "[DONE]"
         assert json.loads(chunks[-2])["error"]["code"] == "oom-unloaded"
-    critical = wait_for(lambda: [e for e in events.events if e["type"] == "memory_critical"], timeout=5)
-    assert critical[0]["action"] == "model_unloaded" and critical[0]["pct"] >= pct / 2
-    assert any(e["type"] == "model_event" and e["action"] == "unloaded" for e in events.events)
+    critical = [e for e in events.events if e["type"] == "memory_critical"]
+    assert [e["action"] for e in critical] == ["new_work_refused", "model_unloaded"]
+    assert critical[1]["model"] == MLX_ID and critical[1]["pct"] >= pct / 2
+    refused = [r for r in late if r.status_code != 200 and r.json()["error"]["code"] == "insufficient-memory"]
+    assert refused and all(r.status_code == 503 and int(r.headers["retry-after"]) > 0 for r in refused)
+    actions = [(e["action"], e["model"]) for e in events.events if e["type"] == "model_event"]
+    assert ("evicted", GGUF_ID) in actions and ("unloaded", MLX_ID) in actions
     with srv.client() as http:
         ready = http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["error"] == "oom-unloaded"
-        late = http.post("/v1/chat/completions", json={"model": MLX_ID, "messages": QUESTION})
-        assert late.status_code == 503 and late.json()["error"]["code"] == "oom-unloaded"
+        after = http.post("/v1/chat/completions", json={"model": MLX_ID, "messages": QUESTION})
+        assert after.status_code == 503 and after.json()["error"]["code"] == "oom-unloaded"
     assert all(h == 200 for h, _ in probes) and probes
     out = srv.stdout()
-    assert "ERROR:    Memory critical at " in out and "% — unloading model\n" in out
-    assert "INFO:     Model unloaded, freed " in out
+    assert "ERROR:    Memory critical at " in out and "% — refusing new work\n" in out
+    assert "% — unloading model\n" in out and "INFO:     Model unloaded, freed " in out
     assert "ERROR:    Memory critical at " in srv.stderr()
-    rows = ErrorEvent.objects.using(server_db(srv)).filter(code="oom-unloaded")
-    assert rows.filter(endpoint="POST /v1/chat/completions").count() >= 5  # 4 streams + the late one
-    assert rows.filter(endpoint="memory-guardian", severity="critical").count() == 1
+    rows = ErrorEvent.objects.using(server_db(srv))
+    assert rows.filter(code="oom-unloaded", endpoint="POST /v1/chat/completions").count() >= 5  # 4 + after
+    assert rows.filter(code="oom-unloaded", endpoint="memory-guardian", severity="critical").count() == 1
+    assert rows.filter(code="insufficient-memory", endpoint="memory-guardian").count() == 2  # evict, refuse
 
 
 def test_memory_warning_is_logged_once_per_crossing(make_server):

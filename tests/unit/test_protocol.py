@@ -104,3 +104,27 @@ def test_the_request_schema_names_what_is_accepted():
     assert schema["additionalProperties"] is False
     assert {"messages", "tools", "response_format", "logprobs", "user"} <= set(schema["properties"])
     assert schema["properties"]["temperature"]["maximum"] == 2
+
+
+@pytest.mark.parametrize(
+    ("sent", "seconds"),
+    [
+        (300, 300.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("90s", 90.0),
+        ("500ms", 0.5),
+        (0, 0.0),
+        (-1, -1.0),
+        ("-5m", -1.0),
+    ],
+)
+def test_keep_alive_takes_what_ollama_takes(sent, seconds):
+    assert chat_request({"model": "m", "messages": Q, "keep_alive": sent}).keep_alive == seconds
+    assert embedding_request({"model": "m", "input": "x", "keep_alive": sent}).keep_alive == seconds
+
+
+@pytest.mark.parametrize("sent", ["5 minutes", "m5", True, "", [1]])
+def test_a_keep_alive_that_is_no_duration_is_refused_by_name(sent):
+    with pytest.raises(InvalidRequest, match="keep_alive"):
+        chat_request({"model": "m", "messages": Q, "keep_alive": sent})

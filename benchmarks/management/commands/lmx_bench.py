@@ -28,6 +28,11 @@ class Command(BaseCommand):
         parser.add_argument("--url", help="a running LMX serving the model (default: start one)")
         parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
         parser.add_argument("--no-inprocess", action="store_true", help="skip mlx-lm in-process")
+        parser.add_argument(
+            "--two-models",
+            action="store_true",
+            help="the pool's rows: a twin of the model resident beside it; a JIT load against POST load",
+        )
         parser.add_argument("--out", help="append the table to this markdown file (e.g. docs/BENCHMARKS.md)")
 
     def handle(self, *args, **o):
@@ -57,5 +62,6 @@ class Command(BaseCommand):
             inprocess=not o["no_inprocess"],
             peer=not o["no_peer"],
             url=o["url"],
+            two_models=o["two_models"],
         )
         publish(self, run(opts, log=lambda msg: self.stderr.write(msg)), o["out"])

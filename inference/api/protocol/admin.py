@@ -1,4 +1,5 @@
-"""POST /admin/models/load: which model to make resident."""
+"""POST /admin/models/load and /admin/models/unload: which model to make resident, how, and for
+how long; which to let go."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from inference.api.protocol.base import Shape, explain
+from inference.api.protocol.base import Bool, Int, KeepAlive, Shape, explain
+from inference.errors import InvalidRequest
+from inference.wire import LoadOptions
 
 
 class LoadRequest(Shape):
@@ -27,6 +30,53 @@ class LoadRequest(Shape):
         ]
         | None
     ) = None
+    pin: Bool | None = Field(None, description="Never evicted to make room nor unloaded by its TTL.")
+    ttl_s: KeepAlive | None = Field(
+        None,
+        description='Idle seconds (or a duration such as "30m") before it is unloaded; -1 never. '
+        "Default: LMX_MODEL_TTL_S.",
+    )
+    context_length: Int(1, 10_000_000) | None = Field(
+        None, description="At most the model's own; longer prompts are refused with 400."
+    )
+    prompt_cache_bytes: Int(0, 1 << 50) | None = Field(
+        None, description="This model's prompt caches (default: LMX_PROMPT_CACHE_BYTES)."
+    )
+    kv_bits: Int(4, 8) | None = Field(
+        None,
+        description="Quantized KV cache. Refused: mlx-lm's batched KV cache has no quantized form "
+        "yet, and LMX does not silently ignore it.",
+    )
+
+    def options(self) -> LoadOptions:
+        if self.kv_bits is not None:
+            raise InvalidRequest(
+                "kv_bits is not supported yet: mlx-lm's batched KV cache has no quantized form, so "
+                "the continuous batch could not keep it. Load without kv_bits."
+            )
+        return LoadOptions(context_length=self.context_length, prompt_cache_bytes=self.prompt_cache_bytes)
+
+
+class UnloadRequest(Shape):
+    model: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=1024,
+                pattern=r"\S",
+                description="A resident model's id, alias or path.",
+            ),
+            explain("must be a non-empty string of at most 1024 characters."),
+        ]
+        | None
+    ) = None
+
+
+class Evicted(BaseModel):
+    model: str
+    freed_vram_gb: float
+    reason: str
 
 
 class LoadResult(BaseModel):
@@ -34,9 +84,16 @@ class LoadResult(BaseModel):
     model: str
     load_time_ms: int
     vram_gb: float
+    format: str
+    backend: str | None
+    context_length: int | None
+    already_loaded: bool
+    pinned: bool
+    evicted: list[Evicted] = Field(description="Models unloaded to make room (least recently used first).")
 
 
 class UnloadResult(BaseModel):
     success: bool
     model: str | None = None
+    models: list[str] = Field(description="Every model unloaded.")
     freed_vram_gb: float

@@ -10,7 +10,17 @@ from pydantic import BaseModel, Field, model_validator
 
 from inference import grammars
 from inference.api import tools
-from inference.api.protocol.base import Bool, Int, Number, Shape, explain, fail, parse
+from inference.api.protocol.base import (
+    KEEP_ALIVE_FIELD,
+    Bool,
+    Int,
+    KeepAlive,
+    Number,
+    Shape,
+    explain,
+    fail,
+    parse,
+)
 from inference.api.protocol.common import MAX_STOP, MAX_TOKENS_CAP, FunctionName, ModelName
 from inference.errors import InvalidRequest
 from inference.requests import ChatRequest, SamplingParams
@@ -164,6 +174,7 @@ class Conversation(Shape):
         "max_tokens": "Anthropic's API requires it: the most tokens to generate.",
     }
 
+    keep_alive: KeepAlive | None = KEEP_ALIVE_FIELD
     model: ModelName
     messages: Annotated[list[Message], Field(min_length=1)]
     system: Annotated[str | list[TextBlock], explain("must be a string or a list of text blocks.")] | None = (
@@ -219,6 +230,7 @@ class Conversation(Shape):
         grammar = self.grammar()
         return ChatRequest(
             model=self.model.strip(),
+            keep_alive=self.keep_alive,
             messages=self.chat_messages(),
             stream=stream,
             include_usage=True,

@@ -3,6 +3,7 @@ as absent, and pydantic's errors turned into LMX's `invalid-request` messages na
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, model_validator
@@ -79,6 +80,54 @@ class Shape(BaseModel):
         }
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def keep_alive_seconds(value) -> float:
+    """Ollama's keep_alive: seconds (a number or its text), a duration ("5m", "1h30m", "90s"),
+    0 = unload after this request, anything negative = forever (-1.0)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidRequest("keep_alive must be a finite number of seconds.")
+        return -1.0 if value < 0 else float(value)
+    text = str(value).replace(" ", "")
+    body = text.removeprefix("-")
+    if _NUMBER.fullmatch(body):
+        seconds = float(body)
+    elif _DURATION.fullmatch(body):
+        seconds = sum(float(n) * _UNIT_S[u] for n, u in _PART.findall(body))
+    else:
+        raise InvalidRequest(
+            f'keep_alive {value!r} is not a duration: give seconds (300), a duration ("5m", '
+            '"1h30m"), 0 to unload after this request, or -1 to keep the model loaded.'
+        )
+    return -1.0 if text.startswith("-") and seconds > 0 else seconds
+
+
+def _keep_alive(value, handler):
+    try:
+        return keep_alive_seconds(handler(value))
+    except InvalidRequest as exc:
+        raise fail(exc.message) from exc
+    except ValidationError as exc:
+        raise fail(
+            f'keep_alive must be seconds or a duration such as "5m", got {type(value).__name__}.'
+        ) from exc
+
+
+KeepAlive = Annotated[int | float | str, WrapValidator(_keep_alive)]
+
+
+KEEP_ALIVE_FIELD = Field(
+    None,
+    description="Ollama's keep_alive: how long the model stays loaded once this request ends "
+    '(seconds, or a duration such as "5m"; 0 unloads it then, -1 keeps it).',
+)
+
+
 class Request(Shape):
     """A request body: the fields every API accepts and ignores on purpose (README lists them)."""
 
@@ -88,6 +137,7 @@ class Request(Shape):
     service_tier: str | None = Field(None, description=IGNORED_NOTE)
     safety_identifier: str | None = Field(None, description=IGNORED_NOTE)
     prompt_cache_key: str | None = Field(None, description=IGNORED_NOTE)
+    keep_alive: KeepAlive | None = KEEP_ALIVE_FIELD
 
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "none"}

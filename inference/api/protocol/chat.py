@@ -197,6 +197,7 @@ class ChatCompletionRequest(Sampling):
         )
         return ChatRequest(
             model=self.model.strip(),
+            keep_alive=self.keep_alive,
             messages=[m.for_template() for m in self.messages],
             stream=self.stream,
             include_usage=self.include_usage,

@@ -52,6 +52,7 @@ class CompletionsRequest(Sampling):
         params.logprobs = self.logprobs
         return CompletionRequest(
             model=self.model.strip(),
+            keep_alive=self.keep_alive,
             prompts=self.prompts(),
             stream=self.stream,
             include_usage=self.include_usage,

@@ -48,8 +48,16 @@ OPERATIONS = [
     ),
     ("/v1/responses", "post", "OpenAI Responses", responses.ResponsesRequest, responses.ResponseObject, True),
     ("/admin/models/load", "post", "Load a model", admin.LoadRequest, admin.LoadResult, False),
-    ("/admin/models/unload", "post", "Unload the model", None, admin.UnloadResult, False),
+    (
+        "/admin/models/unload",
+        "post",
+        "Unload a model, or all",
+        admin.UnloadRequest,
+        admin.UnloadResult,
+        False,
+    ),
 ]
+OPTIONAL_BODIES = {"/admin/models/unload"}  # no body: every resident model
 STREAMED_CHUNKS = {
     "/v1/chat/completions": chat.ChatCompletionChunk,
     "/v1/completions": completions.Completion,
@@ -70,8 +78,13 @@ PLAIN = {  # paths with no body models
             "type": "object",
             "properties": {
                 "ready": {"type": "boolean"},
-                "model": {"type": "string"},
+                "model": {"type": "string", "description": "The most recently used resident model."},
                 "vram_gb": {"type": "number"},
+                "models": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Every resident model.",
+                },
             },
         },
     ),
@@ -120,7 +133,7 @@ def document() -> dict:
         }
         if request is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": path not in OPTIONAL_BODIES,
                 "content": {"application/json": {"schema": refs[(request, "validation")]}},
             }
         paths[path] = {method: operation}

@@ -212,6 +212,7 @@ class ResponsesRequest(Request):
         )
         return ChatRequest(
             model=self.model.strip(),
+            keep_alive=self.keep_alive,
             messages=messages,
             stream=self.stream,
             include_usage=True,

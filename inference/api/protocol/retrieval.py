@@ -46,7 +46,9 @@ class EmbeddingsRequest(Request):
         return texts_or_token_lists(self.input)
 
     def to_embedding_request(self) -> EmbeddingRequest:
-        return EmbeddingRequest(self.model.strip(), self.inputs(), self.encoding_format, self.dimensions)
+        return EmbeddingRequest(
+            self.model.strip(), self.inputs(), self.encoding_format, self.dimensions, self.keep_alive
+        )
 
 
 class DocumentText(Shape):
@@ -82,7 +84,9 @@ class RerankingRequest(Request):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
     def to_rerank_request(self) -> RerankRequest:
-        return RerankRequest(self.model.strip(), self.query, self.texts(), self.top_n, self.return_documents)
+        return RerankRequest(
+            self.model.strip(), self.query, self.texts(), self.top_n, self.return_documents, self.keep_alive
+        )
 
 
 def embedding_request(data: dict) -> EmbeddingRequest:
