@@ -152,7 +152,8 @@ class _EngineSide:
             engine.read_memory_each_step = args[0] == "on"
         elif command == "step":
             for resident in engine.host.residents.values():
-                resident.generator.use_host_read(args[0] == "lmx")
+                if resident.generator is not None:
+                    resident.generator.use_host_read(args[0] == "lmx")
         elif command == "trace":
             self._last = (time.perf_counter(), "trace started")
             sys.settrace(self._trace)

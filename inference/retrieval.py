@@ -1,10 +1,13 @@
-"""Embeddings and reranking with the loaded model (server side; the engine computes them).
+"""Embeddings and reranking (server side; the engine computes them).
 
 Pooling follows the model's sentence-transformers config (`1_Pooling/config.json`: last token for
 Qwen3-Embedding, mean, or first) and is the mean otherwise, which is what works for a model not
-trained for embeddings (llama.cpp's `--pooling mean`). Reranking scores each document by the
-cosine similarity of its embedding with the query's. Inputs go to the engine in groups of about
-2,048 tokens, so decoding streams take a step between groups, as between a long prompt's chunks.
+trained for embeddings (llama.cpp's `--pooling mean`). A reranker (store.model_kind) scores each
+query-document pair as Qwen3-Reranker's card does: the probability that it answers "yes" rather
+than "no" to the pair; any other model scores a document by the cosine similarity of its
+embedding with the query's, and the response says which (`method`). Inputs go to the engine in
+groups of about 2,048 tokens, so decoding streams take a step between groups, as between a long
+prompt's chunks.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def pooling_of(model_path: str) -> str:
 
 async def embed(loaded: LoadedInfo, inputs: list) -> tuple[list[list[float]], int]:
     """(embeddings, prompt tokens) for texts or token id lists, with the loaded model."""
+    if loaded.spec.kind == "reranker":
+        raise InvalidRequest(
+            f"{loaded.spec.id} is a reranker: it scores query-document pairs at /v1/rerank; it does not embed."
+        )
     engine = get_engine()
     texts = [item for item in inputs if isinstance(item, str)]
     encoded = iter(
@@ -87,8 +94,47 @@ def shorten(vector: list[float], dimensions: int | None) -> list[float]:
     return [v / norm for v in head]
 
 
-async def rerank(loaded: LoadedInfo, query: str, documents: list[str]) -> tuple[list[float], int]:
-    """A relevance score per document, in the order given, and the tokens read."""
+COSINE = "embedding-cosine"
+YES_NO = "reranker-yes-no"
+# Qwen3-Reranker's prompt, from its model card.
+RERANK_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+RERANK_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+RERANK_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+async def rerank(loaded: LoadedInfo, query: str, documents: list[str]) -> tuple[list[float], int, str]:
+    """A relevance score per document, in the order given, the tokens read, and the method."""
+    if loaded.spec.kind == "reranker":
+        return (*await _yes_no(loaded, query, documents), YES_NO)
     vectors, tokens = await embed(loaded, [query, *documents])
     question = vectors[0]
-    return [sum(q * d for q, d in zip(question, doc, strict=True)) for doc in vectors[1:]], tokens
+    scores = [sum(q * d for q, d in zip(question, doc, strict=True)) for doc in vectors[1:]]
+    return scores, tokens, COSINE
+
+
+async def _yes_no(loaded: LoadedInfo, query: str, documents: list[str]) -> tuple[list[float], int]:
+    engine = get_engine()
+    prompts = [
+        f"{RERANK_PREFIX}<Instruct>: {RERANK_INSTRUCTION}\n<Query>: {query}\n<Document>: {doc}{RERANK_SUFFIX}"
+        for doc in documents
+    ]
+    *token_lists, yes, no = await asyncio.wrap_future(
+        engine.tokenize(loaded, TokenizeKind.TEXTS, [*prompts, "yes", "no"])
+    )
+    if len(yes) != 1 or len(no) != 1:
+        raise InvalidRequest(
+            f"{loaded.spec.id} has no single 'yes' and 'no' tokens, so it cannot score as a reranker."
+        )
+    for i, tokens in enumerate(token_lists):
+        if len(tokens) > loaded.context_length:
+            raise InvalidRequest(
+                f"documents[{i}] with the query is {len(tokens)} tokens, over the model's context length of "
+                f"{loaded.context_length}. Shorten it or split it."
+            )
+    scores = []
+    for group in _groups(token_lists):  # decoding streams take their steps between groups
+        scores += await asyncio.wrap_future(engine.rerank(loaded, group, yes[0], no[0]))
+    return scores, sum(len(t) for t in token_lists)

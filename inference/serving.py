@@ -101,6 +101,11 @@ async def start_generations(req: ChatRequest | CompletionRequest):
     """(streams, loaded model): one stream per prompt (a chat has one; completions may have
     several, each a choice), all in the engine's batch."""
     loaded = await ensure_model(req.model, keep_alive=req.keep_alive)
+    if loaded.spec.kind != "chat":
+        where = "/v1/embeddings" if loaded.spec.kind == "embedding" else "/v1/rerank"
+        raise InvalidRequest(
+            f"'{loaded.spec.id}' is a {loaded.spec.kind} model: it answers {where}, it does not generate."
+        )
     engine = get_engine()
     if req.params.logit_bias:
         bad = [t for t in req.params.logit_bias if not 0 <= t < loaded.vocab_size]

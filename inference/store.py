@@ -41,6 +41,7 @@ class ModelSpec:
     architecture: str = ""
     parameter_count: int | None = None
     bits: float | None = None
+    kind: str = "chat"  # "chat" | "embedding" | "reranker" (model_kind)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -82,6 +83,24 @@ def _safetensors_params(files: list[Path], quant: dict) -> int:
     return total
 
 
+# GGUF `<arch>.pooling_type`, as llama.cpp numbers it
+_GGUF_POOLING_KINDS = {1: "embedding", 2: "embedding", 3: "embedding", 4: "reranker"}
+
+
+def model_kind(name: str, config: dict, folder: Path | None = None) -> str:
+    """What a model is for, as its files say: a reranker (its name says so, as Qwen3-Reranker's
+    does, or a classification head: a cross-encoder), an embedding model (a sentence-transformers
+    layout: modules.json), else a chat model."""
+    architectures = config.get("architectures") if isinstance(config.get("architectures"), list) else []
+    if "rerank" in name.lower() or any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return "reranker"
+    if folder is not None and (
+        (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file()
+    ):
+        return "embedding"
+    return "chat"
+
+
 def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> ModelSpec | None:
     config_file = path / "config.json"
     weights = sorted(path.glob("*.safetensors"))
@@ -109,6 +128,7 @@ def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> Mod
         architecture=str(config.get("model_type", "")),
         parameter_count=params,
         bits=float(bits) if bits else 16.0,
+        kind=model_kind(model_id, config, path),
     )
     if error:
         spec.extra["error"] = error
@@ -236,6 +256,9 @@ def describe_gguf(path: Path, model_id: str) -> ModelSpec:
     spec.quantization = quantization_label(meta.get("general.file_type"))
     spec.parameter_count = meta["_parameter_count"]
     spec.bits = round(meta["_bits"], 2) if meta["_bits"] else None
+    spec.kind = model_kind(model_id, {})
+    if spec.kind == "chat":
+        spec.kind = _GGUF_POOLING_KINDS.get(meta.get(f"{spec.architecture}.pooling_type"), "chat")
     return spec
 
 

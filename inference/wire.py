@@ -286,6 +286,18 @@ class Embed:
 
 
 @dataclass(frozen=True)
+class RerankPrompts:
+    """A reranker's P(yes) after each query-document prompt."""
+
+    call: int
+    path: str
+    loaded_at: float
+    token_lists: list[list[int]]
+    yes: int
+    no: int
+
+
+@dataclass(frozen=True)
 class ScorePrompt:
     """Each prompt token's log-probability after the ones before it, with `top` alternatives."""
 
@@ -323,7 +335,19 @@ class Stop:
     pass
 
 
-Command = Load | Unload | DropCaches | Tokenize | Embed | ScorePrompt | Generate | Cancel | Call | Stop
+Command = (
+    Load
+    | Unload
+    | DropCaches
+    | Tokenize
+    | Embed
+    | RerankPrompts
+    | ScorePrompt
+    | Generate
+    | Cancel
+    | Call
+    | Stop
+)
 
 
 # --- messages: engine -> server ------------------------------------------------------------

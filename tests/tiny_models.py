@@ -49,3 +49,29 @@ def thinking_model(folder: Path, model_store: Path) -> ModelSpec:
     return with_smollm_tokenizer(
         folder, model_store, template=THINKING_TEMPLATE, vocab_size=49160, tokenizer=tokenizer
     )
+
+
+PLAIN_TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+
+
+def embedding_model(folder: Path, model_store: Path, *, pooling: str = "pooling_mode_lasttoken") -> ModelSpec:
+    """A tiny embedding model in the sentence-transformers layout (as Qwen3-Embedding ships):
+    modules.json, and 1_Pooling/config.json saying how to pool."""
+    with_smollm_tokenizer(folder, model_store, template=PLAIN_TEMPLATE, vocab_size=49152)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 64, pooling: True})
+    )
+    return describe_mlx_folder(folder, folder.name)
+
+
+def reranker_model(folder: Path, model_store: Path) -> ModelSpec:
+    """A tiny causal reranker, named as Qwen3-Reranker is (a folder whose name says reranker)."""
+    assert "reranker" in folder.name.lower()
+    return with_smollm_tokenizer(folder, model_store, template=PLAIN_TEMPLATE, vocab_size=49152)

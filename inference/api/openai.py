@@ -28,6 +28,7 @@ class ModelsListConsumer(JsonConsumer):
                 "owned_by": "lmx",
                 "loaded": s.path in resident,
                 "format": s.format,
+                "kind": s.kind,
             }
             for s in specs
         ]

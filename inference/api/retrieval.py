@@ -47,7 +47,7 @@ class RerankConsumer(_OnLoadedModel):
     async def post(self, body: bytes) -> None:
         req = protocol.rerank_request(self.parse_json(body))
         loaded = await self.loaded(req.model, req.keep_alive)
-        scores, tokens = await retrieval.rerank(loaded, req.query, req.documents)
+        scores, tokens, method = await retrieval.rerank(loaded, req.query, req.documents)
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: req.top_n]
         results = [
             protocol.RankedDocument(
@@ -62,5 +62,6 @@ class RerankConsumer(_OnLoadedModel):
             model=loaded.spec.id,
             results=results,
             usage=protocol.TokenUsage(prompt_tokens=tokens, total_tokens=tokens),
+            method=method,
         )
         await self.send_json(answer.model_dump(mode="json"))

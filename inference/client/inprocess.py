@@ -99,6 +99,10 @@ class InProcessEngineClient(BaseEngineClient):
         self.touch(loaded.spec.path)
         return self.engine.embed(loaded.spec.path, loaded.loaded_at, token_lists, pooling)
 
+    def rerank(self, loaded: wire.LoadedInfo, token_lists: list[list[int]], yes: int, no: int) -> Future:
+        self.touch(loaded.spec.path)
+        return self.engine.rerank(loaded.spec.path, loaded.loaded_at, token_lists, yes, no)
+
     def score(self, loaded: wire.LoadedInfo, tokens: list[int], top: int) -> Future:
         self.touch(loaded.spec.path)
         return self.engine.score(loaded.spec.path, loaded.loaded_at, tokens, top)

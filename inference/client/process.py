@@ -137,6 +137,12 @@ class ProcessEngineClient(BaseEngineClient):
             lambda call: wire.Embed(call, loaded.spec.path, loaded.loaded_at, token_lists, pooling)
         )
 
+    def rerank(self, loaded: wire.LoadedInfo, token_lists: list[list[int]], yes: int, no: int) -> Future:
+        self.touch(loaded.spec.path)
+        return self._call(
+            lambda call: wire.RerankPrompts(call, loaded.spec.path, loaded.loaded_at, token_lists, yes, no)
+        )
+
     def score(self, loaded: wire.LoadedInfo, tokens: list[int], top: int) -> Future:
         self.touch(loaded.spec.path)
         return self._call(

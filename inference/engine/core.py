@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from inference.engine import embedding, loading, scoring
+from inference.engine import embedding, loading, reranking, scoring
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.model_host import LoadedModel, ModelHost
 from inference.engine.slot import Outbox, Slot
@@ -150,6 +150,16 @@ class Engine:
             model = self.host.model_for(path, loaded_at).model
             batch_layers.use(model, batched=True)  # whole inputs: rows to fold
             return embedding.embed_tokens(model, token_lists, pooling=pooling)
+
+        return self.run_on_engine(run)
+
+    def rerank(self, path: str, loaded_at: float, token_lists: list[list[int]], yes: int, no: int) -> Future:
+        """A reranker's P(yes) after each prompt (inference.engine.reranking), between steps."""
+
+        def run() -> list[float]:
+            model = self.host.model_for(path, loaded_at).model
+            batch_layers.use(model, batched=True)  # whole prompts: rows to fold
+            return reranking.yes_no_scores(model, token_lists, yes=yes, no=no)
 
         return self.run_on_engine(run)
 

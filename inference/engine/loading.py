@@ -27,6 +27,7 @@ def load(spec: ModelSpec):
     else:
         from mlx_lm.utils import load as mlx_load
 
+        _refuse_classifier(path)
         try:
             model, tokenizer = mlx_load(str(path))
         except (ValueError, OSError, RuntimeError, KeyError) as exc:  # mx.load: RuntimeError on corrupt files
@@ -80,6 +81,21 @@ def device_memory() -> int:
 
 def parameter_bytes(model) -> int:
     return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+
+
+def _refuse_classifier(path: Path) -> None:
+    """A cross-encoder's classification head is not a language model mlx-lm can build: say so,
+    rather than fail on its weights."""
+    try:
+        architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    heads = [a for a in architectures if str(a).endswith("ForSequenceClassification")]
+    if heads:
+        raise ModelLoadError(
+            f"{path.name} is a cross-encoder ({heads[0]}): its classification head is not supported. "
+            "Use a causal reranker such as Qwen3-Reranker, which LMX scores by its yes/no answer."
+        )
 
 
 def context_length(config: dict) -> int:

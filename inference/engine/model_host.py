@@ -55,7 +55,9 @@ class Resident:
     """One resident model: its MLX objects, its continuous batch and prompt caches, and the
     scheduler of its requests (a step of one model never holds another's rows)."""
 
-    def __init__(self, loaded: LoadedModel, generator: LMXBatchGenerator, counters, max_concurrent: int):
+    def __init__(
+        self, loaded: LoadedModel, generator: LMXBatchGenerator | None, counters, max_concurrent: int
+    ):
         self.loaded = loaded
         self.generator = generator
         self.scheduler = Scheduler(self, counters, max_concurrent=max_concurrent)
@@ -67,7 +69,8 @@ class Resident:
         return self._grammar_tokenizer.result()
 
     def close(self) -> None:
-        self.generator.close()
+        if self.generator is not None:
+            self.generator.close()
 
 
 def _make_grammar_tokenizer(loaded: LoadedModel) -> Future:
@@ -170,11 +173,15 @@ class ModelHost:
                 options=options,
                 model_context_length=own_context,
             )
-            generator = LMXBatchGenerator(
-                model,
-                max_concurrent=self.max_concurrent,
-                cache_size=self.prompt_cache_size,
-                cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
+            generator = (  # embedding models and rerankers read whole inputs: no batch to decode in
+                LMXBatchGenerator(
+                    model,
+                    max_concurrent=self.max_concurrent,
+                    cache_size=self.prompt_cache_size,
+                    cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
+                )
+                if spec.kind == "chat"
+                else None
             )
             self.residents = {
                 **self.residents,
@@ -238,7 +245,8 @@ class ModelHost:
     def drop_prompt_caches(self) -> int:
         """Empty every resident model's prompt caches, the largest first; the bytes they held."""
         freed = 0
-        for resident in sorted(self.residents.values(), key=lambda r: -r.generator.prompt_caches.nbytes):
+        batched = [r for r in self.residents.values() if r.generator is not None]
+        for resident in sorted(batched, key=lambda r: -r.generator.prompt_caches.nbytes):
             freed += resident.generator.prompt_caches.nbytes
             resident.generator.prompt_caches.trim_to(n_sequences=0)
         mx.clear_cache()

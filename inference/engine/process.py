@@ -109,6 +109,9 @@ class _Child:
             wire.Embed: lambda m: self._reply(
                 m.call, self.engine.embed(m.path, m.loaded_at, m.token_lists, m.pooling)
             ),
+            wire.RerankPrompts: lambda m: self._reply(
+                m.call, self.engine.rerank(m.path, m.loaded_at, m.token_lists, m.yes, m.no)
+            ),
             wire.ScorePrompt: lambda m: self._reply(
                 m.call, self.engine.score(m.path, m.loaded_at, m.tokens, m.top)
             ),

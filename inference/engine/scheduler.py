@@ -18,7 +18,7 @@ from inference.engine import sampling
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.slot import Slot
 from inference.engine.solo import Solo
-from inference.errors import LMXError, LmxTimeout, to_lmx_error
+from inference.errors import InvalidRequest, LMXError, LmxTimeout, to_lmx_error
 from inference.wire import EngineCounters
 
 
@@ -38,6 +38,11 @@ class Scheduler:
     # --- admission -------------------------------------------------------------------------
     def admit(self, slot: Slot) -> None:
         loaded = self.model.loaded
+        if self.model.generator is None:  # the server refuses these first; a stray one hears why
+            slot.fail(
+                InvalidRequest(f"{loaded.spec.id} is a {loaded.spec.kind} model: it does not generate.")
+            )
+            return
         if slot.cancelled:
             slot.close()
             return

@@ -130,3 +130,7 @@ class RerankResult(BaseModel):
     model: str
     results: list[RankedDocument]
     usage: TokenUsage
+    method: Literal["reranker-yes-no", "embedding-cosine"] = Field(
+        description="How the documents were scored: a reranker's yes/no answer, or the cosine of "
+        "embeddings (a model that is not a reranker)."
+    )
