@@ -72,6 +72,14 @@ def resolve_local(ref: str, specs: list[ModelSpec]) -> ModelSpec | None:
         raise InvalidRequest("The model name contains a NUL byte.")
     if not _looks_like_path(decoded) and decoded == ref:
         return None
+    try:
+        return _on_disk(ref, decoded, specs)
+    except (OSError, RuntimeError, KeyError) as exc:  # a name too long, ~nosuchuser, a symlink loop
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ModelNotFound(f"No model at '{ref[:200]}' ({why}). Check the model path.") from exc
+
+
+def _on_disk(ref: str, decoded: str, specs: list[ModelSpec]) -> ModelSpec:
     raw = Path(decoded).expanduser()
     candidate = raw if raw.is_absolute() else conf.models_dir() / raw
     real = inside_roots(candidate)
@@ -107,7 +115,7 @@ def download(repo_id: str) -> ModelSpec:
     import fnmatch
 
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError
 
     cache = conf.hf_cache_dir()
     api = HfApi()
@@ -115,10 +123,10 @@ def download(repo_id: str) -> ModelSpec:
         info = api.model_info(repo_id, files_metadata=True)
     except RepositoryNotFoundError as exc:
         raise ModelNotFound(f"'{repo_id}' is not a model on the Hugging Face hub.") from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
+    except Exception as exc:
         raise ModelNotFound(
-            f"Could not reach the Hugging Face hub for '{repo_id}' ({type(exc).__name__}). "
-            "Check the network, or download the model and load it by path."
+            f"'{repo_id}' is not on disk, and the Hugging Face hub cannot be reached "
+            f"({type(exc).__name__}). Check the network, or download the model and load it by path."
         ) from exc
     needed = sum(
         (s.size or 0)
@@ -138,7 +146,7 @@ def download(repo_id: str) -> ModelSpec:
         if exc.errno == 28:
             raise StorageFull("The disk filled up during the download. Free disk space.") from exc
         raise ModelNotFound(f"Downloading '{repo_id}' failed: {exc}") from exc
-    except (HfHubHTTPError, ValueError) as exc:
+    except Exception as exc:
         raise ModelNotFound(f"Downloading '{repo_id}' failed ({type(exc).__name__}).") from exc
     spec = store.describe_mlx_folder(Path(path), repo_id, source="hf-cache")
     if spec is None:

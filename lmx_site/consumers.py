@@ -27,6 +27,7 @@ from inference.errors import (
     error_body,
     to_lmx_error,
 )
+from lmx_site import json_body
 
 log = logging.getLogger("lmx.http")
 
@@ -158,10 +159,7 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
     def parse_json(self, body: bytes) -> dict:
         if not body.strip():
             raise InvalidRequest("The request body is empty; send a JSON object.")
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from exc
+        data = json_body.loads(body)
         if not isinstance(data, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         return data

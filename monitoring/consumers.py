@@ -92,7 +92,7 @@ class ErrorsConsumer(JsonConsumer):
     async def get(self, body: bytes) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         raw_limit = query.get("limit", ["20"])[-1]
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 500):
             raise InvalidRequest("Query parameter 'limit' must be an integer from 1 to 500.")
         code = query.get("code", [""])[-1] or None
         rows = await database_sync_to_async(selectors.error_events_recent)(limit=int(raw_limit), code=code)

@@ -20,9 +20,9 @@ def error_event_record(
     event = ErrorEvent.objects.create(
         code=code,
         severity=severity,
-        message=message[:4000],
-        model=model[:300],
-        endpoint=endpoint[:200],
+        message=_storable(message)[:4000],
+        model=_storable(model)[:300],
+        endpoint=_storable(endpoint)[:200],
         http_status=http_status,
     )
     from monitoring import events
@@ -71,6 +71,11 @@ def inventory_record_unload(*, model_id: str | None) -> None:
     if model_id:
         qs = qs.filter(model_id=model_id)
     qs.update(loaded=False)
+
+
+def _storable(text: str) -> str:
+    """Text a database can hold: a lone surrogate (from a path or a name a client sent) becomes U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _identity(spec: dict) -> dict:

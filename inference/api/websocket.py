@@ -13,6 +13,7 @@ from inference import serving, shutdown
 from inference.api.protocol import chat
 from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
 from inference.wire import Done, Failed, Reasoning, Text, ToolCalls
+from lmx_site import json_body
 from lmx_site.consumers import DirectDispatch, record_error
 
 log = logging.getLogger("lmx.ws")
@@ -40,10 +41,7 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def _serve(self, text_data, bytes_data) -> None:
         model = ""
         try:
-            try:
-                data = json.loads(text_data if text_data is not None else bytes_data)
-            except (TypeError, ValueError) as exc:
-                raise InvalidRequest(f"The message is not valid JSON: {exc}.") from exc
+            data = json_body.loads(text_data if text_data is not None else bytes_data or b"", what="message")
             if not isinstance(data, dict):
                 raise InvalidRequest("The message must be a JSON object (a chat-completions body).")
             req = chat.chat_request(data)

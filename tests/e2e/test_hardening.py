@@ -1,0 +1,177 @@
+"""Hostile input on a real server (#26): bodies nested too deep, numbers too long, lone
+surrogates, bad query strings and load names get a coded 4xx, are recorded, and the server
+serves on; generated bodies (Hypothesis) never reach a 500 on any endpoint."""
+
+import json
+
+import httpx
+import pytest
+import websockets.sync.client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import MLX_ID
+
+DEEP = "[" * 10_000 + "]" * 10_000
+HUGE_INT = "1" * 5000
+SURROGATE = '"\\ud800"'
+ENDPOINTS = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/admin/models/load",
+]
+SPEC_4XX = {"invalid-request", "model-not-found", "unauthorized"}
+
+
+def _post_raw(http: httpx.Client, path: str, raw: str) -> httpx.Response:
+    return http.post(path, content=raw.encode(), headers={"content-type": "application/json"})
+
+
+def _code(r: httpx.Response) -> str:
+    body = r.json()
+    error = body.get("error", {})
+    return error.get("code") or error.get("type", "")  # Anthropic's shape names a type
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_bodies_too_deep_too_long_or_not_unicode_are_refused_by_name(server, server_db, path):
+    from monitoring.models import ErrorEvent
+
+    before = ErrorEvent.objects.using(server_db(server)).count()
+    with server.client() as http:
+        deep = _post_raw(http, path, DEEP)
+        huge = _post_raw(http, path, '{"model": "m", "max_tokens": ' + HUGE_INT + "}")
+        lone = _post_raw(http, path, '{"model": ' + SURROGATE + ', "messages": []}')
+        ok = http.get("/healthz")
+    for r, words in (
+        (deep, "nests deeper than 64"),
+        (huge, "5000 characters"),
+        (lone, "well-formed Unicode"),
+    ):
+        assert r.status_code == 400, (path, r.text)
+        assert words in r.text
+    assert ok.status_code == 200
+    assert ErrorEvent.objects.using(server_db(server)).count() == before + 3
+
+
+def test_lone_surrogates_in_texts_are_refused_where_they_are(server):
+    bodies = {
+        "/v1/completions": {"model": MLX_ID, "prompt": "\ud800", "max_tokens": 1},
+        "/v1/embeddings": {"model": MLX_ID, "input": ["fine", "\udfff"]},
+        "/v1/rerank": {"model": MLX_ID, "query": "q", "documents": ["\ud800"]},
+        "/v1/chat/completions": {"model": MLX_ID, "messages": [{"role": "user", "content": "\ud83d"}]},
+    }
+    with server.client() as http:
+        for path, body in bodies.items():
+            r = _post_raw(http, path, json.dumps(body))  # ensure_ascii: the surrogate as an escape
+            assert r.status_code == 400 and "well-formed Unicode" in r.json()["error"]["message"], (
+                path,
+                r.text,
+            )
+
+
+def test_a_websocket_message_too_deep_gets_an_error_and_the_socket_serves_on(server):
+    url = server.url.replace("http", "ws") + "/v1/chat/stream"
+    with websockets.sync.client.connect(url) as ws:
+        ws.send(DEEP)
+        reply = json.loads(ws.recv(timeout=30))
+        assert reply["error"]["code"] == "invalid-request" and "nests deeper" in reply["error"]["message"]
+        ws.send(
+            json.dumps({"model": MLX_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+        )
+        while "done" not in (message := json.loads(ws.recv(timeout=60))):
+            assert "error" not in message
+
+
+def test_query_strings_and_load_names_that_used_to_crash_get_their_codes(make_server, server_db):
+    from monitoring.models import ErrorEvent
+
+    srv = make_server(env={"HF_HUB_OFFLINE": "1"})  # the hub out of reach, as on this machine
+    with srv.client() as http:
+        limit = http.get("/admin/errors", params={"limit": "²"})
+        assert limit.status_code == 400 and "limit" in limit.json()["error"]["message"]
+        for name, words in [
+            ("~nosuchuser/x.gguf", "No model at"),
+            ("x" * 300 + ".gguf", "No model at"),
+            ("some-owner/some-model", "hub cannot be reached"),
+        ]:
+            r = http.post("/admin/models/load", json={"model": name})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model-not-found", (name, r.text)
+            assert words in r.json()["error"]["message"]
+        lone = _post_raw(http, "/v1/chat/completions", '{"model": "\\ud800x", "messages": []}')
+        assert lone.status_code == 400
+        assert http.get("/healthz").status_code == 200
+    rows = ErrorEvent.objects.using(server_db(srv))
+    assert rows.filter(code="model-not-found").count() == 3
+    assert rows.filter(code="invalid-request").count() == 2
+
+
+# Values of every JSON kind, with the troublesome ones often: lone surrogates, huge and negative
+# numbers, deep-ish nesting, and the fields the endpoints read.
+TEXT = st.text(st.characters(codec=None, categories=None), max_size=12)
+SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | TEXT
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    [
+        "model",
+        "messages",
+        "prompt",
+        "input",
+        "query",
+        "documents",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "temperature",
+        "max_tokens",
+        "stream",
+        "stop",
+        "logprobs",
+        "system",
+        "keep_alive",
+        "pin",
+        "ttl_s",
+    ]
+)
+BODIES = st.dictionaries(FIELDS | TEXT, VALUES, max_size=6)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_generated_bodies_never_reach_a_500_and_every_refusal_is_recorded(server, server_db, path):
+    from monitoring.models import ErrorEvent
+
+    alias = server_db(server)
+    before = ErrorEvent.objects.using(alias).count()
+    refused = []
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
+    @given(BODIES)
+    def send(body):
+        if path != "/admin/models/load":
+            body = {**body, "max_tokens": 1, "stream": False}  # a valid one stays cheap
+        else:
+            body.pop("model", None)  # never load for real: the shared server keeps its one model
+        with server.client() as http:
+            r = _post_raw(http, path, json.dumps(body))
+        assert r.status_code < 500 or (r.status_code == 503 and _code(r) != "internal-error"), (body, r.text)
+        if r.status_code >= 400:
+            assert _code(r) in SPEC_4XX | {"invalid_request_error", "not_found_error"}, (body, r.text)
+            refused.append(r.status_code)
+
+    send()
+    assert ErrorEvent.objects.using(alias).count() == before + len(refused)
