@@ -16,13 +16,16 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from lmx_site.hosts import AllowedHostsMiddleware  # noqa: E402
+from lmx_site.origins import CrossSiteMiddleware  # noqa: E402
 from lmx_site.routing import http_patterns, websocket_patterns  # noqa: E402
 
 application = AllowedHostsMiddleware(
-    ProtocolTypeRouter(
-        {
-            "http": URLRouter([*http_patterns, re_path(r"", django_app)]),
-            "websocket": URLRouter(websocket_patterns),
-        }
+    CrossSiteMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": URLRouter([*http_patterns, re_path(r"", django_app)]),
+                "websocket": URLRouter(websocket_patterns),
+            }
+        )
     )
 )

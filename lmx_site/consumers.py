@@ -19,6 +19,7 @@ from inference import conf, signals
 from inference.errors import (
     INTERNAL,
     METHOD_NOT_ALLOWED,
+    NOT_JSON,
     PATH_NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     UNAUTHORIZED,
@@ -27,7 +28,7 @@ from inference.errors import (
     error_body,
     to_lmx_error,
 )
-from lmx_site import json_body
+from lmx_site import json_body, origins
 
 log = logging.getLogger("lmx.http")
 
@@ -157,6 +158,9 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
             self.model_name = data["model"][:300]
 
     def parse_json(self, body: bytes) -> dict:
+        if origins.from_browser(self.scope) and not origins.sends_json(self.scope):
+            # text/plain and forms are what a page elsewhere may send without asking first
+            raise LMXError("A browser's request must send Content-Type: application/json.", kind=NOT_JSON)
         if not body.strip():
             raise InvalidRequest("The request body is empty; send a JSON object.")
         data = json_body.loads(body)

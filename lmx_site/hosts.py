@@ -16,24 +16,25 @@ class AllowedHostsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        host = ""
-        for key, value in scope.get("headers", []):
-            if key == b"host":
-                host = value.decode("latin-1")
-                break
+        hosts = [value.decode("latin-1") for key, value in scope.get("headers", []) if key == b"host"]
+        if len(hosts) > 1:  # which one a proxy or a browser meant is anyone's guess
+            return await self._refuse(scope, receive, send, f"{len(hosts)} Host headers were sent; send one.")
+        host = hosts[0] if hosts else ""
         domain, _port = split_domain_port(host)
         if domain and validate_host(domain, settings.ALLOWED_HOSTS):
             return await self.app(scope, receive, send)
-        await self._refuse(scope, receive, send, host)
+        await self._refuse(
+            scope,
+            receive,
+            send,
+            f"Host header '{host[:100]}' is not allowed. Add it to LMX_ALLOWED_HOSTS to serve it.",
+        )
 
-    async def _refuse(self, scope, receive, send, host):
+    async def _refuse(self, scope, receive, send, reason):
         from inference.errors import INVALID_REQUEST, LMXError
         from lmx_site.consumers import record_error
 
-        err = LMXError(
-            f"Host header '{host[:100]}' is not allowed. Add it to LMX_ALLOWED_HOSTS to serve it.",
-            kind=INVALID_REQUEST,
-        )
+        err = LMXError(reason, kind=INVALID_REQUEST)
         await record_error(err, endpoint=f"{scope.get('method', 'WS')} {scope['path']}")
         if scope["type"] == "websocket":
             await receive()  # websocket.connect

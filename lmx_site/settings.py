@@ -19,6 +19,9 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file lives here by def
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="lmx-local-only-change-me-when-serving-a-lan")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("LMX_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# Web pages (origins, e.g. http://localhost:3000) allowed to write to LMX from a browser besides
+# LMX's own pages (lmx_site.origins).
+LMX_ALLOWED_ORIGINS = env.list("LMX_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",

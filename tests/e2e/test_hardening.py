@@ -175,3 +175,65 @@ def test_generated_bodies_never_reach_a_500_and_every_refusal_is_recorded(server
 
     send()
     assert ErrorEvent.objects.using(alias).count() == before + len(refused)
+
+
+def test_no_cross_site_writes_from_a_browser_and_one_host_header(make_server, server_db):
+    from monitoring.models import ErrorEvent
+
+    srv = make_server(env={"LMX_ALLOWED_ORIGINS": "http://localhost:3000"})
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    own = f"http://127.0.0.1:{srv.port}"
+    with srv.client() as http:
+        before = http.get("/admin/memory").json()
+        for path, body in [
+            ("/admin/memory", '{"warning_pct": 1, "critical_pct": 2}'),
+            ("/admin/models/load", '{"model": "SmolLM2-135M-Instruct"}'),
+            ("/v1/chat/completions", '{"model": "x", "messages": []}'),
+        ]:
+            r = http.post(path, content=body, headers=evil)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "invalid-request", (path, r.text)
+            assert "LMX_ALLOWED_ORIGINS" in r.json()["error"]["message"]
+        marked = http.post(
+            "/admin/memory",
+            json={"warning_pct": 1, "critical_pct": 2},
+            headers={"Sec-Fetch-Site": "cross-site"},
+        )
+        assert marked.status_code == 403
+        assert http.get("/admin/memory").json()["warning_pct"] == before["warning_pct"]  # nothing took effect
+        assert (
+            http.get("/v1/models", headers={"Origin": "http://evil.example"}).status_code == 200
+        )  # reads stay open
+
+        # LMX's own pages, and the origins allowed, write with JSON; a browser's text/plain is refused.
+        plain = http.post(
+            "/admin/memory",
+            content='{"warning_pct": 80}',
+            headers={"Origin": own, "Content-Type": "text/plain"},
+        )
+        assert plain.status_code == 415 and "application/json" in plain.json()["error"]["message"]
+        for origin in (own, "http://localhost:3000"):
+            ok = http.post(
+                "/admin/memory", json={"warning_pct": 80, "critical_pct": 95}, headers={"Origin": origin}
+            )
+            assert ok.status_code == 200, ok.text
+        assert (
+            http.post("/admin/memory", content='{"warning_pct": 80}').status_code == 200
+        )  # curl's -d: no browser
+
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        websockets.sync.client.connect(
+            srv.url.replace("http", "ws") + "/v1/chat/stream", origin="http://evil.example"
+        )
+
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
+        raw.sendall(
+            b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        )
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400") and b"Host headers" in reply
+    rows = ErrorEvent.objects.using(server_db(srv))
+    assert rows.filter(http_status=403).count() >= 5  # three POSTs, the marked one, the handshake
