@@ -163,3 +163,29 @@ def resident_named(name: str) -> LoadedInfo | None:
     """The resident model `name` (an id, alias, path or folder name) means, if any."""
     wanted = aliases.resolve(name).strip().lower()
     return next((m for m in get_engine().models if wanted in names(m.spec)), None)
+
+
+# Files that crashed the engine process while they loaded (path -> their mtime then): requests do
+# not load them again on their own; an explicit load may, and a file changed since is new.
+_crashed: dict[str, float] = {}
+
+
+def _mtime(spec: ModelSpec) -> float:
+    from pathlib import Path
+
+    try:
+        return Path(spec.path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def crashed(spec: ModelSpec) -> None:
+    _crashed[spec.path] = _mtime(spec)
+
+
+def crash_forgotten(spec: ModelSpec) -> None:
+    _crashed.pop(spec.path, None)
+
+
+def crashed_before(spec: ModelSpec) -> bool:
+    return spec.path in _crashed and _crashed[spec.path] == _mtime(spec)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from inference import aliases, memory, pool, resolve, signals, store
-from inference.errors import InvalidRequest, ModelNotFound
+from inference.errors import InvalidRequest, LMXError, ModelNotFound
 from inference.runtime import get_engine
 from inference.store import ModelSpec
 from inference.wire import DEFAULT_OPTIONS, LoadedInfo, LoadOptions
@@ -42,6 +42,7 @@ def model_state(spec: ModelSpec) -> dict:
         "backend": None,
         "context_length": None,
         "estimate_gb": round(spec.estimate_bytes() / 1e9, 3),
+        "crashed_engine": pool.crashed_before(spec),  # requests do not load it on their own
     }
     if loaded is None:
         return state
@@ -120,7 +121,19 @@ async def model_load(
         if resident is None:
             for victim in pool.room_for(spec):
                 evicted.append(await _unload(victim, reason="evicted"))
-        result = await asyncio.wrap_future(engine.load(spec, options))
+        try:
+            result = await asyncio.wrap_future(engine.load(spec, options))
+        except LMXError as exc:
+            if exc.code == "internal-error":  # the engine process died during this load
+                pool.crashed(spec)
+                raise LMXError(
+                    f"Loading {spec.id} crashed the engine process. LMX restarted it and loads the "
+                    "models that were resident again; it does not try this one again on its own "
+                    "(requests naming it are refused until it is loaded here and succeeds).",
+                    kind=exc.kind,
+                ) from exc
+            raise
+        pool.crash_forgotten(spec)
         pool.lifetime_set(path=spec.path, pin=pin, ttl_s=ttl_s)
     if not result.already_loaded:
         await signals.model_loaded.asend(

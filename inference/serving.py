@@ -45,6 +45,11 @@ async def ensure_model(name: str, *, keep_alive: float | None = None):
             )
         if spec.path in engine.oom_unloaded:
             raise OomUnloaded()
+        if pool.crashed_before(spec):
+            raise InvalidRequest(
+                f"Model '{spec.id}' crashed the engine process when it was last loaded, so requests do "
+                "not load it on their own. Load it with POST /admin/models/load to try again."
+            )
         if not conf.get("LMX_JIT_LOAD"):
             raise NoModelLoaded(
                 f"Model '{spec.id}' is on disk but not loaded"

@@ -254,8 +254,8 @@ class ProcessEngineClient(BaseEngineClient):
             return
         self.start()
         log.info("Engine process restarted (pid %s)", self._process.pid)
-        if loading is not None:  # not while a load was what killed it
-            return
+        if loading is not None:  # the model being loaded killed it: the others come back, not it
+            log.error("Loading %s crashed the engine process; it is not loaded again on its own", loading)
         for info in had:
             try:
                 self._reload(info)  # on the dead process's reader thread: nothing else waits on it

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
-from tests.conftest import MLX_ID, wait_for
+from tests.conftest import GGUF_ID, MLX_ID, wait_for
 
 
 def test_probes_follow_the_model_lifecycle(make_server):
@@ -78,3 +78,30 @@ def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(mak
     assert out.count(f"INFO:     Model loaded: {MLX_ID} (") == 2
     record = ModelRecord.objects.using(server_db(srv)).get(model_id=MLX_ID)
     assert record.loaded and record.load_count == 2  # the inventory counts the reload
+
+
+def test_an_engine_killed_during_a_load_gives_the_resident_model_back(make_server):
+    srv = make_server(default_model=MLX_ID, wait_ready=True)
+    engine = _engine_process(srv)
+
+    def state(http) -> dict:
+        return {m["id"]: m for m in http.get("/admin/models").json()["models"]}
+
+    with srv.client() as http, ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(http.post, "/admin/models/load", json={"model": GGUF_ID})
+        assert wait_for(lambda: state(http)[GGUF_ID]["state"] == "loading", timeout=30, interval=0.02)
+        engine.kill()
+        failed = loading.result(timeout=60)
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "internal-error"
+        assert f"Loading {GGUF_ID} crashed the engine process" in failed.json()["error"]["message"]
+        assert wait_for(lambda: http.get("/readyz").status_code == 200, timeout=120)
+        assert http.get("/readyz").json()["models"] == [MLX_ID]  # the resident model is back, not the other
+        assert state(http)[GGUF_ID]["crashed_engine"] is True
+        jit = http.post(
+            "/v1/chat/completions", json={"model": GGUF_ID, "messages": [{"role": "user", "content": "Hi"}]}
+        )
+        assert jit.status_code == 400 and "crashed the engine process when it was last loaded" in jit.text
+        again = http.post("/admin/models/load", json={"model": GGUF_ID})  # the operator asks: it is tried
+        assert again.status_code == 200, again.text
+        assert state(http)[GGUF_ID]["crashed_engine"] is False
+    assert "ERROR:    Loading SmolLM2-135M-Instruct-Q4_1.gguf crashed the engine process" in srv.stdout()
