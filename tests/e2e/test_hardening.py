@@ -237,3 +237,40 @@ def test_no_cross_site_writes_from_a_browser_and_one_host_header(make_server, se
     assert reply.startswith(b"HTTP/1.1 400") and b"Host headers" in reply
     rows = ErrorEvent.objects.using(server_db(srv))
     assert rows.filter(http_status=403).count() >= 5  # three POSTs, the marked one, the handshake
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_limits_are_answered_at_the_http_level_with_json(server, server_db):
+    from monitoring.models import ErrorEvent
+
+    host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
+    # A body declared far over LMX_MAX_BODY_BYTES and never sent: refused at once, not awaited.
+    huge = _raw(
+        server.port,
+        b"POST /v1/chat/completions HTTP/1.1\r\n"
+        + host
+        + b"Content-Length: "
+        + str(2**70).encode()
+        + b"\r\n\r\n",
+    )
+    assert huge.startswith(b"HTTP/1.1 413") and b'"invalid-request"' in huge and b"LMX_MAX_BODY_BYTES" in huge
+    headers = _raw(
+        server.port, b"GET /healthz HTTP/1.1\r\n" + host + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    )
+    assert headers.startswith(b"HTTP/1.1 431") and b'"invalid-request"' in headers
+    garbage = _raw(server.port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400") and b"not well-formed HTTP" in garbage
+    with server.client() as http:
+        assert http.get("/healthz").status_code == 200
+    rows = ErrorEvent.objects.using(server_db(server))
+    assert rows.filter(http_status=413, endpoint="POST /v1/chat/completions").exists(), list(rows.values_list("http_status", "endpoint"))
