@@ -32,20 +32,25 @@ class AllowedHostsMiddleware:
 
     async def _refuse(self, scope, receive, send, reason):
         from inference.errors import INVALID_REQUEST, LMXError
-        from lmx_site.consumers import record_error
 
-        err = LMXError(reason, kind=INVALID_REQUEST)
-        await record_error(err, endpoint=f"{scope.get('method', 'WS')} {scope['path']}")
-        if scope["type"] == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 4003})
-            return
-        body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await refuse(scope, receive, send, LMXError(reason, kind=INVALID_REQUEST))
+
+
+async def refuse(scope, receive, send, err) -> None:
+    """Answer `err` before any consumer runs (a closed handshake for a WebSocket) and record it."""
+    from lmx_site.consumers import record_error
+
+    await record_error(err, endpoint=f"{scope.get('method', 'WS')} {scope['path']}")
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 4003})
+        return
+    body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": err.status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

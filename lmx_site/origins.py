@@ -11,9 +11,9 @@ Clients that are not browsers (curl, SDKs, daemons) send neither header and are 
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
+
+from lmx_site.hosts import refuse
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -57,20 +57,6 @@ def sends_json(scope) -> bool:
 
 async def _refuse(scope, receive, send, reason: str):
     from inference.errors import CROSS_SITE, LMXError
-    from lmx_site.consumers import record_error
 
     err = LMXError(reason + " Add the page's origin to LMX_ALLOWED_ORIGINS to let it.", kind=CROSS_SITE)
-    await record_error(err, endpoint=f"{scope.get('method', 'WS')} {scope['path']}")
-    if scope["type"] == "websocket":
-        await receive()  # websocket.connect
-        await send({"type": "websocket.close", "code": 4003})
-        return
-    body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": err.status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await refuse(scope, receive, send, err)

@@ -273,4 +273,6 @@ def test_limits_are_answered_at_the_http_level_with_json(server, server_db):
     with server.client() as http:
         assert http.get("/healthz").status_code == 200
     rows = ErrorEvent.objects.using(server_db(server))
-    assert rows.filter(http_status=413, endpoint="POST /v1/chat/completions").exists(), list(rows.values_list("http_status", "endpoint"))
+    assert rows.filter(http_status=413, endpoint="POST /v1/chat/completions").exists(), list(
+        rows.values_list("http_status", "endpoint")
+    )
