@@ -61,6 +61,11 @@ def validate() -> None:
         if str(get(name)).lower() not in allowed:
             choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
             raise ImproperlyConfigured(f"{name} must be {choices}, not {get(name)!r}")
+    chunk = str(get("LMX_PREFILL_CHUNK")).lower()
+    if chunk != "auto" and not (chunk.isdigit() and 16 <= int(chunk) <= 65536):
+        raise ImproperlyConfigured(
+            f"LMX_PREFILL_CHUNK must be auto or a number of tokens from 16 to 65536, not {chunk!r}"
+        )
     if get("LMX_MAX_MODELS") < 1 or get("LMX_MEMORY_BUDGET_GB") < 0:
         raise ImproperlyConfigured("LMX_MAX_MODELS must be >= 1 and LMX_MEMORY_BUDGET_GB >= 0")
     if get("LMX_MODEL_TTL_S") < 0 and get("LMX_MODEL_TTL_S") != -1:

@@ -207,6 +207,9 @@ class Engine:
                 log.exception("Engine listener failed")
 
     def _state_changed(self) -> None:
+        # Memory figures first: a probe that sees the new model resident must not read the
+        # memory of before its load.
+        self._publish()
         if self.on_state is not None:
             self.on_state(self)
 

@@ -18,6 +18,7 @@ def _batch(n: int, length: int, *, widen: bool) -> tuple[list[int], list[list[in
     the number decoding after each step, and each request's first three greedy tokens."""
     batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=n, cache_size=1, cache_bytes=1 << 20)
     batch.patched = widen  # LMX's prefill width, or mlx-lm's eight a round
+    batch.prefill_step_size = batch._prompt_batch.prefill_step_size = 2048  # mlx-lm's chunk, on any device
     prompts = [[(5 * i + j) % TINY["vocab_size"] for j in range(length)] for i in range(n)]
     uids = batch.insert(prompts, max_tokens=[3] * n)
     decoding, tokens = [], {uid: [] for uid in uids}
@@ -49,8 +50,9 @@ def test_a_round_holds_prompts_while_their_padded_length_fits_one_chunk():
     batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=64, cache_size=1, cache_bytes=1 << 20)
     lengths = [100] * 12 + [900] + [10] * 30  # a round pads every prompt to its longest
     batch.insert([[3] * n for n in lengths], max_tokens=[2] * len(lengths))
-    assert batch.prefill_step_size == 2048
-    assert admission.prefill_width(batch) == 12  # 13 x 900 would pad to 11,700 tokens
+    assert admission.ROUND_TOKENS == 2048
+    # the 900-token prompt's first chunk would pad all 13 to a chunk each: past the round's tokens
+    assert admission.prefill_width(batch) == 12
     batch.close()
 
 

@@ -16,6 +16,7 @@ from mlx_lm.models.cache import LRUPromptCache
 from inference.engine import grammar, mlx_compat
 from inference.engine.host import to_host
 from inference.engine.mlx_compat import admission, prompt_cache
+from inference.engine.mlx_compat.admission import prefill_chunk
 
 
 class HostReadBatch(GenerationBatch):
@@ -80,6 +81,7 @@ class LMXBatchGenerator(BatchGenerator):
             model,
             completion_batch_size=max_concurrent,
             prefill_batch_size=min(admission.FLOOR, max_concurrent),
+            prefill_step_size=prefill_chunk(),
             stream=mx.default_stream(mx.default_device()),
         )
         self.patched = mlx_compat.active()
