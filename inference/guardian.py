@@ -68,7 +68,7 @@ class Guardian:
                 }
             )
             return
-        victim = _idle(pinned=False, keep_one=True)
+        victim = pool.idle(pinned=False, keep_newest=True)
         if victim:
             await self._evict(
                 victim[0], sample, "memory_warning", f"≥ warning threshold {warning:.0f}%", publish
@@ -76,7 +76,7 @@ class Guardian:
 
     async def _critical(self, sample: dict, critical: float, publish: Publish) -> None:
         pct = sample["pct"]
-        idle = _idle(pinned=False, keep_one=False) + _idle(pinned=True, keep_one=False)
+        idle = pool.idle(pinned=False) + pool.idle(pinned=True)
         if idle:
             for loaded in idle:
                 await self._evict(loaded, sample, "memory_critical", f"≥ {critical:.0f}%", publish)
@@ -131,20 +131,6 @@ class Guardian:
             {**sample, "type": kind, "action": "model_evicted", "model": loaded.spec.id, "message": message}
         )
         await _record(LMXError(message, kind=INSUFFICIENT_MEMORY), model=loaded.spec.id)
-
-
-def _idle(*, pinned: bool, keep_one: bool) -> list[LoadedInfo]:
-    """Idle resident models, pinned or not, least recently used first; `keep_one` leaves out the
-    most recently used of all."""
-    engine = get_engine()
-    models = sorted(engine.models, key=lambda m: engine.last_used.get(m.spec.path, 0.0))
-    if keep_one:
-        models = models[:-1]
-    return [
-        m
-        for m in models
-        if pool.lifetime_of(m.spec.path).pinned == pinned and not engine.active_for(m.spec.path)
-    ]
 
 
 async def _record(error: LMXError, *, model: str) -> None:

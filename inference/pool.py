@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from inference import aliases, conf, memory
 from inference.errors import INSUFFICIENT_MEMORY, LMXError
@@ -40,8 +41,12 @@ def lifetime_set(*, path: str, pin: bool | None, ttl_s: float | None) -> Lifetim
     return lifetime
 
 
-def lifetime_forget(*, path: str) -> None:
-    _lifetimes.pop(path, None)
+def lifetime_forget(*, path: str | None) -> None:
+    """Forget the lifetime of the model at `path` (None: of every model)."""
+    if path is None:
+        _lifetimes.clear()
+    else:
+        _lifetimes.pop(path, None)
 
 
 def lifetime_of(path: str) -> Lifetime:
@@ -95,18 +100,26 @@ def budget_bytes() -> float:
     return memory.snapshot()["total_gb"] * 1e9 * warning / 100
 
 
+def idle(*, pinned: bool, keep_newest: bool = False) -> list[LoadedInfo]:
+    """Resident models serving no request, pinned or not, least recently used first;
+    `keep_newest` leaves out the most recently used resident model, whatever its state."""
+    engine = get_engine()
+    models = sorted(engine.models, key=lambda m: engine.last_used.get(m.spec.path, 0.0))
+    if keep_newest:
+        models = models[:-1]
+    return [
+        m for m in models if lifetime_of(m.spec.path).pinned == pinned and not engine.active_for(m.spec.path)
+    ]
+
+
 def room_for(spec: ModelSpec) -> list[LoadedInfo]:
     """The resident models to unload before `spec` is loaded (least recently used idle, unpinned
     ones first), or insufficient-memory when unloading all of those would not be enough."""
-    engine = get_engine()
-    residents = list(engine.models)
+    residents = list(get_engine().models)
     needed = spec.estimate_bytes()
     used = memory.snapshot()["active_gb"] * 1e9
     budget, most = budget_bytes(), int(conf.get("LMX_MAX_MODELS"))
-    candidates = sorted(
-        (m for m in residents if not lifetime_of(m.spec.path).pinned and not engine.active_for(m.spec.path)),
-        key=lambda m: engine.last_used.get(m.spec.path, 0.0),
-    )
+    candidates = idle(pinned=False)
     evict: list[LoadedInfo] = []
     while len(residents) - len(evict) >= most or used + needed > budget:
         if not candidates:
@@ -145,11 +158,6 @@ def _no_room(spec, residents, needed, used, budget, most) -> LMXError:
     )
 
 
-def known() -> list[str]:
-    """Paths with a lifetime kept."""
-    return list(_lifetimes)
-
-
 def names(spec: ModelSpec) -> set[str]:
     """What a request's `model` may say to mean `spec` (lower case): its id, path, folder name,
     and for GGUF the id without `.gguf`."""
@@ -171,8 +179,6 @@ _crashed: dict[str, float] = {}
 
 
 def _mtime(spec: ModelSpec) -> float:
-    from pathlib import Path
-
     try:
         return Path(spec.path).stat().st_mtime
     except OSError:

@@ -187,8 +187,7 @@ async def model_unload(*, model: str | None = None, reason: str = "request") -> 
     if model is None:
         async with _pool_lock():
             result = await asyncio.wrap_future(engine.unload(None, reason))
-            for path in list(pool.known()):
-                pool.lifetime_forget(path=path)
+            pool.lifetime_forget(path=None)
         await signals.model_unloaded.asend(sender=ModelSpec, model_id=None)
         return {
             "success": True,
