@@ -143,35 +143,38 @@ class Engine:
     def drop_caches(self) -> Future:
         return self.run_on_engine(self.host.drop_prompt_caches)
 
-    def embed(self, path: str, loaded_at: float, token_lists: list[list[int]], pooling: str) -> Future:
-        """Unit-length embeddings with the model the request was checked against."""
-
-        def run() -> list[list[float]]:
-            model = self.host.model_for(path, loaded_at).model
-            batch_layers.use(model, batched=True)  # whole inputs: rows to fold
-            return embedding.embed_tokens(model, token_lists, pooling=pooling)
-
-        return self.run_on_engine(run)
-
-    def rerank(self, path: str, loaded_at: float, token_lists: list[list[int]], yes: int, no: int) -> Future:
-        """A reranker's P(yes) after each prompt (inference.engine.reranking), between steps."""
-
-        def run() -> list[float]:
-            model = self.host.model_for(path, loaded_at).model
-            batch_layers.use(model, batched=True)  # whole prompts: rows to fold
-            return reranking.yes_no_scores(model, token_lists, yes=yes, no=no)
-
-        return self.run_on_engine(run)
-
-    def score(self, path: str, loaded_at: float, tokens: list[int], top: int) -> Future:
-        """A prompt's own log-probabilities (inference.engine.scoring), between decoding steps."""
+    def _whole_inputs(self, path: str, loaded_at: float, work: Callable[[LoadedModel], object]) -> Future:
+        """`work(loaded)` between steps, with the model the request was checked against; its
+        inputs are whole prompts, so the quantized layers fold their rows."""
 
         def run():
             loaded = self.host.model_for(path, loaded_at)
-            batch_layers.use(loaded.model, batched=True)  # whole chunks: rows to fold
-            return scoring.score_tokens(loaded.model, tokens, top, lambda t: loaded.tokenizer.decode([t]))
+            batch_layers.use(loaded.model, batched=True)
+            return work(loaded)
 
         return self.run_on_engine(run)
+
+    def embed(self, path: str, loaded_at: float, token_lists: list[list[int]], pooling: str) -> Future:
+        """Unit-length embeddings (inference.engine.embedding)."""
+        return self._whole_inputs(
+            path, loaded_at, lambda loaded: embedding.embed_tokens(loaded.model, token_lists, pooling=pooling)
+        )
+
+    def rerank(self, path: str, loaded_at: float, token_lists: list[list[int]], yes: int, no: int) -> Future:
+        """A reranker's P(yes) after each prompt (inference.engine.reranking)."""
+        return self._whole_inputs(
+            path, loaded_at, lambda loaded: reranking.yes_no_scores(loaded.model, token_lists, yes=yes, no=no)
+        )
+
+    def score(self, path: str, loaded_at: float, tokens: list[int], top: int) -> Future:
+        """A prompt's own log-probabilities (inference.engine.scoring)."""
+        return self._whole_inputs(
+            path,
+            loaded_at,
+            lambda loaded: scoring.score_tokens(
+                loaded.model, tokens, top, lambda t: loaded.tokenizer.decode([t])
+            ),
+        )
 
     def submit(self, slot: Slot, path: str | None = None) -> None:
         """Queue a generation with the model at `path` (None: the latest loaded, for tools with

@@ -233,9 +233,8 @@ class ModelHost:
         if reason == "oom":
             self.oom_unloaded = self.oom_unloaded | {p for _, p in ids}
         self._state_changed()
-        each = round(freed / len(ids), 3)
+        share = round(freed / len(ids), 3)  # what each freed is not told apart: an even share
         for model_id, _ in ids:
-            share = each if len(ids) > 1 else freed
             log.info("Model unloaded, freed %.1f GB (%s, %s)", share, model_id, reason)
             self._announce(
                 ModelEvent(_ACTIONS.get(reason, ModelAction.UNLOADED), model_id, share, reason=reason)
