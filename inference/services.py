@@ -58,6 +58,8 @@ def model_state(spec: ModelSpec) -> dict:
         "context_length": loaded.context_length,
         "model_context_length": loaded.model_context_length,
         "prompt_cache_bytes": loaded.options.prompt_cache_bytes,
+        "kv_bits": loaded.options.kv_bits,
+        "kv_cache_bytes": dict(engine.memory.kv_cache).get(spec.path, 0),
         "pinned": lifetime.pinned,
         "ttl_s": None if ttl == pool.FOREVER else ttl,
         "ttl_left_s": pool.ttl_left_s(spec.path),

@@ -144,6 +144,7 @@ class LoadOptions:
 
     context_length: int | None = None  # at most the model's own; longer prompts are refused
     prompt_cache_bytes: int | None = None  # this model's prompt caches (LMX_PROMPT_CACHE_BYTES)
+    kv_bits: int | None = None  # keys and values quantized to these bits (mlx-lm's quantized KV cache)
 
 
 DEFAULT_OPTIONS = LoadOptions()
@@ -189,6 +190,7 @@ class MemoryFigures:
     peak: int = 0
     cache: int = 0
     total: int = 0  # device memory; 0 where the backend does not say
+    kv_cache: tuple[tuple[str, int], ...] = ()  # (model path, bytes of keys and values it holds)
 
 
 @dataclass

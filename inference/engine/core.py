@@ -218,13 +218,20 @@ class Engine:
 
     def _read_memory(self) -> None:
         self.memory = MemoryFigures(
-            mx.get_active_memory(), mx.get_peak_memory(), mx.get_cache_memory(), self.memory.total
+            mx.get_active_memory(),
+            mx.get_peak_memory(),
+            mx.get_cache_memory(),
+            self.memory.total,
+            kv_cache=self.host.kv_cache_bytes(),
         )
 
     def _publish(self) -> None:
         """After each job and step: fresh memory figures, then the step's events."""
         if self.read_memory_each_step:
-            self._read_memory()
+            try:
+                self._read_memory()
+            except Exception:  # stale figures for a step, never a stopped engine
+                log.exception("Reading memory figures failed")
         self._outbox.flush()
 
     def _run(self) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 import mlx.core as mx
 
 from inference.engine import loading
+from inference.engine.mlx_compat import quantized_cache
 from inference.engine.mlx_compat.generator import LMXBatchGenerator
 from inference.engine.scheduler import Scheduler
 from inference.errors import InvalidRequest, LMXError, NoModelLoaded, OomUnloaded
@@ -118,6 +119,14 @@ class ModelHost:
         residents = list(self.residents.values())
         return residents[-1].loaded if residents else None
 
+    def kv_cache_bytes(self) -> tuple[tuple[str, int], ...]:
+        """(path, bytes of keys and values held) of each model that decodes."""
+        return tuple(
+            (path, r.generator.kv_cache_nbytes)
+            for path, r in self.residents.items()
+            if r.generator is not None
+        )
+
     @property
     def busy(self) -> bool:
         return any(r.scheduler.busy for r in self.residents.values())
@@ -156,6 +165,8 @@ class ModelHost:
                     f"context_length={options.context_length} exceeds {spec.id}'s own context length "
                     f"of {own_context}."
                 )
+            if options.kv_bits is not None and (why := quantized_cache.refusal(model, options.kv_bits)):
+                raise InvalidRequest(f"{spec.id}: {why}")
             vram = max(mx.get_active_memory() - before, loading.parameter_bytes(model))
             self._warm_up(spec, model)
             elapsed_ms = int((time.perf_counter() - start) * 1000)  # until it is ready to serve
@@ -179,6 +190,7 @@ class ModelHost:
                     max_concurrent=self.max_concurrent,
                     cache_size=self.prompt_cache_size,
                     cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
+                    kv_bits=options.kv_bits,
                 )
                 if spec.kind == "chat"
                 else None

@@ -180,7 +180,7 @@ def test_jit_loads_on_request_and_ttl_and_keep_alive_unload_idle_models(make_ser
         events.close()
 
 
-def test_per_load_context_length_refuses_longer_prompts_and_kv_bits_is_refused_by_name(make_server):
+def test_per_load_context_length_refuses_longer_prompts(make_server):
     srv = make_server()
     with srv.client() as http:
         loaded = http.post("/admin/models/load", json={"model": MLX_ID, "context_length": 64}).json()
@@ -204,6 +204,36 @@ def test_per_load_context_length_refuses_longer_prompts_and_kv_bits_is_refused_b
 
         too_long = http.post("/admin/models/load", json={"model": GGUF_ID, "context_length": 10**6})
         assert too_long.status_code == 400 and "exceeds" in too_long.json()["error"]["message"]
-        kv = http.post("/admin/models/load", json={"model": GGUF_ID, "kv_bits": 8})
-        assert kv.status_code == 400 and "kv_bits" in kv.json()["error"]["message"]
         assert _resident(http) == [MLX_ID]
+
+
+def _rivers(client: openai.OpenAI, model: str) -> str:
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Name three rivers of Europe."}],
+        max_tokens=12,
+        temperature=0,
+    )
+    return reply.choices[0].message.content
+
+
+def test_kv_bits_keeps_the_kv_cache_quantized_in_less_memory(make_server, three_models):
+    """The same model loaded twice, once with kv_bits 8: both answer, concurrent streams batch in
+    the quantized cache, and the keys and values it holds (read from MLX) take fewer bytes."""
+    srv = make_server(models_dir=three_models)
+    client = _client(srv)
+    with srv.client() as http:
+        assert http.post("/admin/models/load", json={"model": GGUF_ID}).status_code == 200
+        quantized = http.post("/admin/models/load", json={"model": COPY_ID, "kv_bits": 8})
+        assert quantized.status_code == 200
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda m: _rivers(client, m), [GGUF_ID, COPY_ID, COPY_ID]))
+        assert all("Danube" in a for a in answers), answers
+        state = {m["id"]: m for m in http.get("/admin/models").json()["models"]}
+        assert state[COPY_ID]["kv_bits"] == 8 and state[GGUF_ID]["kv_bits"] is None
+        plain, eight = state[GGUF_ID]["kv_cache_bytes"], state[COPY_ID]["kv_cache_bytes"]
+        assert plain > 0 and 0 < eight < 0.7 * plain, (plain, eight)
+
+        bad = http.post("/admin/models/load", json={"model": MLX_ID, "kv_bits": 3})
+        assert bad.status_code == 400 and "kv_bits" in bad.json()["error"]["message"]
+        assert sorted(_resident(http)) == sorted([GGUF_ID, COPY_ID])

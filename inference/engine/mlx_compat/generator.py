@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, GenerationBatch
-from mlx_lm.models.cache import LRUPromptCache
+from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from inference.engine import grammar, mlx_compat
 from inference.engine.host import to_host
-from inference.engine.mlx_compat import admission, prompt_cache
+from inference.engine.mlx_compat import admission, prompt_cache, quantized_cache
 from inference.engine.mlx_compat.admission import prefill_chunk
 
 
@@ -76,7 +76,9 @@ class HostReadBatch(GenerationBatch):
 class LMXBatchGenerator(BatchGenerator):
     """One model's continuous batch and its prompt caches (prefix reuse)."""
 
-    def __init__(self, model, *, max_concurrent: int, cache_size: int, cache_bytes: int):
+    def __init__(
+        self, model, *, max_concurrent: int, cache_size: int, cache_bytes: int, kv_bits: int | None = None
+    ):
         super().__init__(
             model,
             completion_batch_size=max_concurrent,
@@ -85,6 +87,7 @@ class LMXBatchGenerator(BatchGenerator):
             stream=mx.default_stream(mx.default_device()),
         )
         self.patched = mlx_compat.active()
+        self.kv_bits = kv_bits  # None: keys and values kept at the model's precision
         self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
         self.use_host_read(self.patched)
 
@@ -97,9 +100,22 @@ class LMXBatchGenerator(BatchGenerator):
             self.prefill_batch_size = admission.prefill_width(self)
         return super().next()
 
+    def new_cache(self) -> list:
+        """An empty cache for one request, quantized when the load asked for kv_bits."""
+        if self.kv_bits is None:
+            return make_prompt_cache(self.model)
+        return quantized_cache.new_cache(self.model, bits=self.kv_bits)
+
     def nearest_cache(self, model_id: str, tokens: list[int]):
-        """(a copy of the cache with the longest prefix of `tokens` or None, tokens still to feed)."""
-        return prompt_cache.nearest_cache(self.prompt_caches, model_id, tokens, patched=self.patched)
+        """(a copy of the cache with the longest prefix of `tokens`, or an empty cache; tokens
+        still to feed)."""
+        cache, rest = prompt_cache.nearest_cache(self.prompt_caches, model_id, tokens, patched=self.patched)
+        return (cache if cache is not None else self.new_cache()), rest
+
+    @property
+    def kv_cache_nbytes(self) -> int:
+        """Bytes of keys and values held: the requests' caches and the cached prompts."""
+        return self.prompt_cache_nbytes + self.prompt_caches.nbytes
 
     def remember(self, model_id: str, tokens, cache) -> None:
         """Keep a finished request's KV cache so a follow-up turn starts from it."""
