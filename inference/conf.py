@@ -13,6 +13,16 @@ def get(name: str):
         raise ImproperlyConfigured(f"Setting {name} is missing") from exc
 
 
+def disk_cache():
+    """The prompt caches' disk tier as the engine takes it, or None when it is off."""
+    from inference.wire import DiskCacheSettings
+
+    budget = get("LMX_PROMPT_CACHE_DISK_BYTES")
+    if budget <= 0:
+        return None
+    return DiskCacheSettings(str(get("LMX_PROMPT_CACHE_DIR")), budget, get("LMX_PROMPT_CACHE_BLOCK"))
+
+
 def on_with_cuda(name: str) -> bool:
     """An auto | on | off switch whose `auto` means on where MLX runs on CUDA (where it was measured)."""
     chosen = str(get(name)).lower()
@@ -72,6 +82,11 @@ def validate() -> None:
         raise ImproperlyConfigured("LMX_MODEL_TTL_S must be -1 (never) or idle seconds >= 0")
     if get("LMX_REQUEST_TIMEOUT_S") <= 0:
         raise ImproperlyConfigured("LMX_REQUEST_TIMEOUT_S must be > 0")
+    if get("LMX_PROMPT_CACHE_DISK_BYTES") < 0 or not 16 <= get("LMX_PROMPT_CACHE_BLOCK") <= 65536:
+        raise ImproperlyConfigured(
+            "LMX_PROMPT_CACHE_DISK_BYTES must be >= 0 (0: no disk tier) and LMX_PROMPT_CACHE_BLOCK "
+            "a number of tokens from 16 to 65536"
+        )
     from inference import aliases
 
     aliases.all_aliases()  # a malformed LMX_MODEL_ALIASES fails here

@@ -24,6 +24,7 @@ def get_engine() -> EngineClient:
                     max_queue=conf.get("LMX_MAX_QUEUE"),
                     prompt_cache_size=conf.get("LMX_PROMPT_CACHE_SIZE"),
                     prompt_cache_bytes=conf.get("LMX_PROMPT_CACHE_BYTES"),
+                    disk_cache=conf.disk_cache(),
                     listeners=[_announce],
                     reload=_reload,
                     log_speedups=True,

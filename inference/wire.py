@@ -58,6 +58,7 @@ class Stats:
     prompt_tokens_per_second: float | None
     tokens_per_second: float | None
     total_ms: float
+    prompt_cache: dict | None = None  # tier, cached_tokens, reason; where a prompt left the cache
 
     def as_dict(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -151,6 +152,15 @@ DEFAULT_OPTIONS = LoadOptions()
 
 
 @dataclass(frozen=True)
+class DiskCacheSettings:
+    """The prompt caches' disk tier (LMX_PROMPT_CACHE_DIR, _DISK_BYTES, _BLOCK)."""
+
+    root: str
+    budget_bytes: int
+    block: int
+
+
+@dataclass(frozen=True)
 class LoadedInfo:
     """What the server process knows of a model the engine holds (no MLX objects)."""
 
@@ -179,6 +189,8 @@ class EngineCounters:
     cached_tokens: int = 0
     completed: int = 0
     steps: int = 0
+    disk_cache_bytes: int = 0  # the prompt caches' disk tier
+    disk_cache_blocks: int = 0
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,12 @@ LMX_MODEL_TTL_S = env.float("LMX_MODEL_TTL_S", default=-1.0)  # idle seconds bef
 LMX_MODEL_ALIASES = env.str("LMX_MODEL_ALIASES", default="")  # alias=model pairs, or a file of them
 LMX_PROMPT_CACHE_SIZE = env.int("LMX_PROMPT_CACHE_SIZE", default=16)
 LMX_PROMPT_CACHE_BYTES = env.int("LMX_PROMPT_CACHE_BYTES", default=2 * 1024**3)
+# The prompt caches' disk tier (inference.engine.disk_cache): 0 bytes turns it off.
+LMX_PROMPT_CACHE_DIR = Path(
+    env.str("LMX_PROMPT_CACHE_DIR", default=str(DATA_DIR / "prompt-cache"))
+).expanduser()
+LMX_PROMPT_CACHE_DISK_BYTES = env.int("LMX_PROMPT_CACHE_DISK_BYTES", default=10 * 1024**3)
+LMX_PROMPT_CACHE_BLOCK = env.int("LMX_PROMPT_CACHE_BLOCK", default=256)  # tokens a disk block holds
 LMX_EVENTS_THROUGHPUT_S = env.float("LMX_EVENTS_THROUGHPUT_S", default=1.0)
 LMX_EVENTS_MEMORY_S = env.float("LMX_EVENTS_MEMORY_S", default=2.0)
 LMX_EVENTS_HEARTBEAT_S = env.float("LMX_EVENTS_HEARTBEAT_S", default=5.0)

@@ -15,6 +15,14 @@ PROMPT_TOKENS = Counter("lmx_prompt_tokens_total", "Prompt tokens processed", re
 CACHED_TOKENS = Counter(
     "lmx_prompt_cached_tokens_total", "Prompt tokens served from the prompt cache", registry=REGISTRY
 )
+CACHE_LOOKUPS = Counter(
+    "lmx_prompt_cache_lookups_total",
+    "Prompts by the prompt-cache tier that served them (ram, disk, none) and how they left the "
+    "cache (full, extends, diverged, block, new)",
+    ["tier", "reason"],
+    registry=REGISTRY,
+)
+DISK_CACHE_BYTES = Gauge("lmx_prompt_cache_disk_bytes", "The prompt caches' disk tier", registry=REGISTRY)
 GENERATED_TOKENS = Counter("lmx_generated_tokens_total", "Tokens generated", registry=REGISTRY)
 TTFT = Histogram(
     "lmx_time_to_first_token_seconds",
@@ -53,6 +61,8 @@ def observe_completion(endpoint: str, finish_reason: str, stats, *, model: str =
         MODEL_REQUESTS.labels(model).inc()
     PROMPT_TOKENS.inc(stats.prompt_tokens - stats.cached_tokens)
     CACHED_TOKENS.inc(stats.cached_tokens)
+    if stats.prompt_cache:
+        CACHE_LOOKUPS.labels(stats.prompt_cache["tier"], stats.prompt_cache["reason"]).inc()
     GENERATED_TOKENS.inc(stats.completion_tokens)
     if stats.time_to_first_token_ms is not None:
         TTFT.observe(stats.time_to_first_token_ms / 1000)
@@ -73,6 +83,7 @@ def render() -> bytes:
     mem = memory.snapshot()
     MEMORY_USED.set(mem["active_gb"] * 1e9)
     MEMORY_TOTAL.set(mem["total_gb"] * 1e9)
+    DISK_CACHE_BYTES.set(engine.counters.disk_cache_bytes)
     for gauge in (MODEL_LOADED, MODEL_MEMORY, MODEL_ACTIVE):
         gauge.clear()
     for loaded in engine.models:

@@ -35,6 +35,7 @@ class InProcessEngineClient(BaseEngineClient):
         max_queue: int,
         prompt_cache_size: int,
         prompt_cache_bytes: int,
+        disk_cache: wire.DiskCacheSettings | None = None,
         listeners=None,
     ):
         from inference.engine.core import Engine
@@ -44,6 +45,7 @@ class InProcessEngineClient(BaseEngineClient):
             max_concurrent=max_concurrent,
             prompt_cache_size=prompt_cache_size,
             prompt_cache_bytes=prompt_cache_bytes,
+            disk_cache=disk_cache,
             announce=lambda event: self._notify(event.as_dict()),
             outbox=_ClientOutbox(self),
         )

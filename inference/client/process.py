@@ -36,6 +36,7 @@ class ProcessEngineClient(BaseEngineClient):
         max_queue: int,
         prompt_cache_size: int,
         prompt_cache_bytes: int,
+        disk_cache: wire.DiskCacheSettings | None = None,
         listeners=None,
         reload=None,
         log_speedups: bool = False,
@@ -45,6 +46,7 @@ class ProcessEngineClient(BaseEngineClient):
             "max_concurrent": max_concurrent,
             "prompt_cache_size": prompt_cache_size,
             "prompt_cache_bytes": prompt_cache_bytes,
+            "disk_cache": disk_cache,
             "log_speedups": log_speedups,  # the engine process says which speed-ups it runs
         }
         # After a crash: load a model again, `reload(info)` (blocking; runtime passes one that

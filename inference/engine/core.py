@@ -19,13 +19,21 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from inference.engine import embedding, loading, reranking, scoring
+from inference.engine.disk_cache import DiskTier
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.model_host import LoadedModel, ModelHost
 from inference.engine.slot import Outbox, Slot
 from inference.errors import NoModelLoaded, to_lmx_error
 from inference.heap import freeze_heap
 from inference.store import ModelSpec
-from inference.wire import DEFAULT_OPTIONS, EngineCounters, LoadOptions, MemoryFigures, ModelEvent
+from inference.wire import (
+    DEFAULT_OPTIONS,
+    DiskCacheSettings,
+    EngineCounters,
+    LoadOptions,
+    MemoryFigures,
+    ModelEvent,
+)
 
 log = logging.getLogger("lmx.engine")
 
@@ -55,6 +63,7 @@ class Engine:
         max_concurrent: int,
         prompt_cache_size: int,
         prompt_cache_bytes: int,
+        disk_cache: DiskCacheSettings | None = None,
         listeners=None,
         announce: Callable[[ModelEvent], None] | None = None,
         outbox=None,
@@ -78,6 +87,9 @@ class Engine:
             max_concurrent=max_concurrent,
             prompt_cache_size=prompt_cache_size,
             prompt_cache_bytes=prompt_cache_bytes,
+            disk=DiskTier(disk_cache.root, budget_bytes=disk_cache.budget_bytes, block=disk_cache.block)
+            if disk_cache is not None
+            else None,
             counters=self.counters,
             announce=self._announce,
             state_changed=self._state_changed,
@@ -224,6 +236,9 @@ class Engine:
             self.memory.total,
             kv_cache=self.host.kv_cache_bytes(),
         )
+        if self.host.disk is not None:
+            self.counters.disk_cache_bytes = self.host.disk.size
+            self.counters.disk_cache_blocks = self.host.disk.count
 
     def _publish(self) -> None:
         """After each job and step: fresh memory figures, then the step's events."""

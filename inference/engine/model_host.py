@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 
 import mlx.core as mx
 
-from inference.engine import loading
+from inference.engine import disk_cache, loading
+from inference.engine.disk_cache import DiskTier
 from inference.engine.mlx_compat import quantized_cache
 from inference.engine.mlx_compat.generator import LMXBatchGenerator
 from inference.engine.scheduler import Scheduler
@@ -97,6 +98,7 @@ class ModelHost:
         max_concurrent: int,
         prompt_cache_size: int,
         prompt_cache_bytes: int,
+        disk: DiskTier | None = None,
         counters: EngineCounters,
         announce: Callable[[ModelEvent], None],
         state_changed: Callable[[], None],
@@ -104,6 +106,7 @@ class ModelHost:
         self.max_concurrent = max_concurrent
         self.prompt_cache_size = prompt_cache_size
         self.prompt_cache_bytes = prompt_cache_bytes
+        self.disk = disk  # the prompt caches' disk tier, shared by the models
         self.counters = counters
         self._announce = announce
         self._state_changed = state_changed
@@ -118,6 +121,12 @@ class ModelHost:
         """The most recently loaded resident model."""
         residents = list(self.residents.values())
         return residents[-1].loaded if residents else None
+
+    def _blocks(self, spec: ModelSpec, backend: str, options: LoadOptions):
+        if self.disk is None:
+            return None
+        identity = disk_cache.model_identity(spec, backend=backend, kv_bits=options.kv_bits)
+        return self.disk.for_model(identity, spec.id)
 
     def kv_cache_bytes(self) -> tuple[tuple[str, int], ...]:
         """(path, bytes of keys and values held) of each model that decodes."""
@@ -191,6 +200,7 @@ class ModelHost:
                     cache_size=self.prompt_cache_size,
                     cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
                     kv_bits=options.kv_bits,
+                    disk=self._blocks(spec, backend, options),
                 )
                 if spec.kind == "chat"
                 else None

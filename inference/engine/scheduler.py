@@ -14,7 +14,7 @@ import time
 
 from mlx_lm.generate import StopSequences
 
-from inference.engine import sampling
+from inference.engine import cache_report, sampling
 from inference.engine.mlx_compat import batch_layers
 from inference.engine.slot import Slot
 from inference.engine.solo import Solo
@@ -51,11 +51,14 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - the request hears why
             slot.fail(to_lmx_error(exc))
             return
+        tokens = list(slot.request.prompt_tokens)
+        found = self.model.generator.lookup(loaded.spec.id, tokens)
+        slot.prompt_cache = cache_report.report(found, tokens, self.model.loaded.tokenizer.decode)
         if not self.busy:
             self.solo = Solo(
                 loaded,
                 slot,
-                self.model.generator.nearest_cache,
+                (found.cache, found.rest),
                 sampler=sampling.sampler(slot.request),
                 processors=processors,
                 stop_tokens=set(sampling.stop_tokens(loaded.tokenizer, slot.request)),
@@ -67,19 +70,16 @@ class Scheduler:
         if len(self.running) >= self.max_concurrent:
             self.waiting.append(slot)
             return
-        tokens = list(slot.request.prompt_tokens)
-        cache, rest = self.model.generator.nearest_cache(loaded.spec.id, tokens)
-        cached = len(tokens) - len(rest)
         uid = self._insert(
             slot,
-            prompt=rest,
-            cache=cache,
-            in_cache=tokens[:cached],
+            prompt=found.rest,
+            cache=found.cache,
+            in_cache=tokens[: found.cached],
             max_tokens=slot.request.max_tokens,
             sampler=sampling.sampler(slot.request),
             processors=processors,
         )
-        slot.started(cached)
+        slot.started(found.cached)
         self._count_prompt(slot)
         self.running[uid] = slot
 

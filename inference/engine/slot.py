@@ -88,6 +88,7 @@ class Slot:
         self.stop_filter = StopFilter(request.stop)
         self.cancelled = False
         self.cached_tokens = 0
+        self.prompt_cache: dict | None = None  # what the prompt cache did (scheduler._report)
         self.generated = 0
         self.created = time.perf_counter()
         self.first_token_at: float | None = None
@@ -188,6 +189,7 @@ class Slot:
             if decode_time and self.generated > 1
             else None,
             total_ms=(now - self.created) * 1000,
+            prompt_cache=self.prompt_cache,
         )
 
     # --- handler side --------------------------------------------------------------------

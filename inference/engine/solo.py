@@ -55,8 +55,8 @@ def _greedy(logprobs: mx.array) -> mx.array:
 
 
 class Solo:
-    def __init__(self, loaded, slot: Slot, lookup, *, sampler, processors, stop_tokens: set[int]):
-        """`lookup(model_id, tokens)`: (the cache of a cached prefix or None, tokens still to feed)."""
+    def __init__(self, loaded, slot: Slot, start, *, sampler, processors, stop_tokens: set[int]):
+        """`start`: (the cache of a cached prefix of the prompt or None, the tokens still to feed)."""
         from mlx_lm.models.cache import make_prompt_cache
 
         self.slot = slot
@@ -67,7 +67,7 @@ class Solo:
         request = slot.request
         self.remaining = request.max_tokens
         tokens = list(request.prompt_tokens)
-        cache, rest = lookup(loaded.spec.id, tokens)
+        cache, rest = start
         self.cache = cache if cache is not None else make_prompt_cache(self.model)
         self.cached = len(tokens) - len(rest)
         self.tokens = tokens[: self.cached]

@@ -36,7 +36,7 @@ def _decode(model, tokens, *, backend, prompt_cache=None, processors=None, max_t
     request = solo.Solo(
         loaded,
         _Slot(tokens, max_tokens),
-        lambda model_id, tokens: nearest_cache(prompt_cache or LRUPromptCache(), model_id, tokens),
+        nearest_cache(prompt_cache or LRUPromptCache(), "m", tokens),
         sampler=None,
         processors=processors,
         stop_tokens=set(),

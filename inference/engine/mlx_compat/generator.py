@@ -9,6 +9,8 @@ so request handlers are not held behind the device ("Why batched decoding was sl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, GenerationBatch
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
@@ -73,11 +75,34 @@ class HostReadBatch(GenerationBatch):
         return tokens, self._current_logprobs
 
 
+@dataclass
+class Found:
+    """A prompt-cache lookup: the cache to start from and the tokens still to feed; which tier
+    served it; tokens the prompt shares with the closest cached sequence, and that sequence's
+    next tokens where the prompt differs (empty when nothing cached goes on past the shared part
+    or, from disk, when it is known to a block only)."""
+
+    cache: list
+    rest: list[int]
+    tier: str  # ram | disk | none
+    cached: int
+    shared: int
+    cached_ahead: list[int]
+    exact: bool = True  # False: `shared` is where the disk's blocks end, the difference is in the next
+
+
 class LMXBatchGenerator(BatchGenerator):
     """One model's continuous batch and its prompt caches (prefix reuse)."""
 
     def __init__(
-        self, model, *, max_concurrent: int, cache_size: int, cache_bytes: int, kv_bits: int | None = None
+        self,
+        model,
+        *,
+        max_concurrent: int,
+        cache_size: int,
+        cache_bytes: int,
+        kv_bits: int | None = None,
+        disk=None,
     ):
         super().__init__(
             model,
@@ -88,6 +113,7 @@ class LMXBatchGenerator(BatchGenerator):
         )
         self.patched = mlx_compat.active()
         self.kv_bits = kv_bits  # None: keys and values kept at the model's precision
+        self.disk = disk  # this model's blocks on disk (engine.disk_cache.ModelBlocks), if kept
         self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
         self.use_host_read(self.patched)
 
@@ -109,15 +135,42 @@ class LMXBatchGenerator(BatchGenerator):
     def nearest_cache(self, model_id: str, tokens: list[int]):
         """(a copy of the cache with the longest prefix of `tokens`, or an empty cache; tokens
         still to feed)."""
+        found = self.lookup(model_id, tokens)
+        return found.cache, found.rest
+
+    def lookup(self, model_id: str, tokens: list[int]) -> Found:
+        """The longest cached prefix of `tokens`, from RAM or else from disk, and where the
+        prompt left what is cached."""
         cache, rest = prompt_cache.nearest_cache(self.prompt_caches, model_id, tokens, patched=self.patched)
-        return (cache if cache is not None else self.new_cache()), rest
+        tier = "ram" if cache is not None else "none"
+        cached = len(tokens) - len(rest)
+        reach = 0
+        if self.disk is not None:
+            usable = (len(tokens) - 1) // self.disk.block  # a token is always left to feed
+            if usable * self.disk.block > cached:
+                reach, hashes = self.disk.reach(tokens, usable)
+                if reach * self.disk.block > cached:
+                    from_disk, reach = self.disk.load(hashes, reach)
+                    if from_disk is not None and reach * self.disk.block > cached:
+                        cache, cached, tier = from_disk, reach * self.disk.block, "disk"
+                        rest = tokens[cached:]
+        shared, ahead = prompt_cache.divergence(self.prompt_caches, model_id, tokens)
+        exact = True
+        if self.disk is not None and reach * self.disk.block > shared:
+            shared, ahead, exact = reach * self.disk.block, [], False  # known to a block only
+        return Found(
+            cache if cache is not None else self.new_cache(), rest, tier, cached, shared, ahead, exact
+        )
+
+    def remember(self, model_id: str, tokens, cache) -> None:
+        """Keep a finished request's KV cache so a follow-up turn starts from it: in RAM, and its
+        full blocks on disk."""
+        if cache is not None and tokens:
+            self.prompt_caches.insert_cache(model_id, list(tokens), cache)
+            if self.disk is not None:
+                self.disk.save(list(tokens), cache)
 
     @property
     def kv_cache_nbytes(self) -> int:
         """Bytes of keys and values held: the requests' caches and the cached prompts."""
         return self.prompt_cache_nbytes + self.prompt_caches.nbytes
-
-    def remember(self, model_id: str, tokens, cache) -> None:
-        """Keep a finished request's KV cache so a follow-up turn starts from it."""
-        if cache is not None and tokens:
-            self.prompt_caches.insert_cache(model_id, list(tokens), cache)

@@ -71,3 +71,24 @@ def _first_below(node: dict):
             return None
         depth += 1
     return node[_VALUE], depth
+
+
+def divergence(prompt_cache, model_id: str, tokens: list[int], *, ahead: int = 8) -> tuple[int, list[int]]:
+    """(tokens of `tokens` shared with the cached sequence closest to it, up to `ahead` of that
+    sequence's tokens from there: what it has where the prompt differs; empty when nothing cached
+    goes on past the shared part)."""
+    node = prompt_cache._trie._trie.get(model_id, {})
+    shared = 0
+    for token in tokens:
+        child = node.get(token)
+        if child is None:
+            break
+        node, shared = child, shared + 1
+    cached = []
+    while len(cached) < ahead:
+        token = next((key for key in node if key != _VALUE), None)
+        if token is None:
+            break
+        cached.append(token)
+        node = node[token]
+    return shared, cached
