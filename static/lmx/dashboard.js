@@ -131,6 +131,12 @@
       $("gauge-thresholds").textContent =
         `warning ${thresholds.warning}% · critical ${thresholds.critical}%`;
     }
+    const cache = ev.prompt_cache;
+    if (cache) {
+      $("prompt-cache").textContent =
+        `prompt cache: ${(cache.hit_rate * 100).toFixed(1)}% of prompt tokens cached · ` +
+        `disk ${cache.disk_gb.toFixed(2)} GB (${cache.disk_blocks} blocks)`;
+    }
   }
 
   function showMemoryAlert(ev) {

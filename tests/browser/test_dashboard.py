@@ -61,6 +61,12 @@ def test_page_shows_the_servers_memory_models_and_health_without_console_errors(
     assert total == pytest.approx(mem["vram_total_gb"], abs=0.1)
     assert used > 0.05  # the default model is resident
     assert arc_colour(page) == GREEN
+    cache = mem["prompt_cache"]
+    expect(page.locator("#prompt-cache")).to_have_text(
+        re.compile(r"prompt cache: [\d.]+% of prompt tokens cached · disk [\d.]+ GB \(\d+ blocks\)")
+    )
+    shown = re.search(r"([\d.]+)% of", page.inner_text("#prompt-cache")).group(1)
+    assert float(shown) == pytest.approx(cache["hit_rate"] * 100, abs=0.1)
 
     # every model on disk, with what the API says about it
     expect(page.locator("#models-table tr[data-model]")).to_have_count(len(listed))
