@@ -8,7 +8,7 @@ import asyncio
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
@@ -21,8 +21,10 @@ class StreamResult:
     pieces: int = 0
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
     text: str = ""
     error: str | None = None
+    times: list[float] = field(default_factory=list)  # when each piece of text arrived
 
     @property
     def tokens(self) -> int:
@@ -47,7 +49,7 @@ def _piece(chunk: dict) -> str:
     return choice.get("text") or (choice.get("delta") or {}).get("content") or ""
 
 
-async def stream_one(base: str, path: str, body: dict) -> StreamResult:
+async def stream_one(base: str, path: str, body: dict, result: StreamResult | None = None) -> StreamResult:
     """POST `body` and read the server-sent events as they come, over a bare HTTP/1.1 connection.
 
     No HTTP library: httpx took ~5 ms of the client's own per request on the H100 machine
@@ -59,7 +61,9 @@ async def stream_one(base: str, path: str, body: dict) -> StreamResult:
         f"POST {path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nContent-Type: application/json\r\n"
         f"Accept: text/event-stream\r\nConnection: close\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode()
-    result = StreamResult(started=time.perf_counter())
+    if result is None:
+        result = StreamResult(started=time.perf_counter())
+    result.started = time.perf_counter()
     writer = None
     try:
         reader, writer = await asyncio.open_connection(url.hostname, url.port)
@@ -136,10 +140,12 @@ class _Events:
             result.last = now
             result.pieces += 1
             result.text += piece
+            result.times.append(now)
         usage = chunk.get("usage")
         if usage:
             result.completion_tokens = usage.get("completion_tokens")
             result.prompt_tokens = usage.get("prompt_tokens")
+            result.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         return False
 
 

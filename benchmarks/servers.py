@@ -105,9 +105,20 @@ def start_lmx(model_id: str, *, workdir: Path, streams: int, extra_env: dict | N
     return served
 
 
-def start_peer(model_path: str, *, workdir: Path) -> Served:
+def start_peer(model_path: str, *, workdir: Path, extra_args: tuple[str, ...] = ()) -> Served:
     port = free_port()
-    argv = [sys.executable, "-c", PEER, "--model", model_path, "--port", str(port), "--log-level", "WARNING"]
+    argv = [
+        sys.executable,
+        "-c",
+        PEER,
+        "--model",
+        model_path,
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        *extra_args,
+    ]
     served = Served(
         "mlx_lm.server", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir / "peer.log"
     )

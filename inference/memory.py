@@ -96,7 +96,9 @@ def prompt_cache() -> dict:
     """Prompt tokens served from cache since start (any tier) and the disk tier's size."""
     counters = get_engine().counters
     return {
-        "hit_rate": round(counters.cached_tokens / counters.prompt_tokens, 4) if counters.prompt_tokens else 0.0,
+        "hit_rate": round(counters.cached_tokens / counters.prompt_tokens, 4)
+        if counters.prompt_tokens
+        else 0.0,
         "disk_gb": round(counters.disk_cache_bytes / 1e9, 3),
         "disk_blocks": counters.disk_cache_blocks,
     }

@@ -106,3 +106,19 @@ def test_a_round_holds_no_more_prompts_than_the_batch_has_room_for():
     batch.insert([[3] * 10 for _ in range(40)], max_tokens=[2] * 40)
     assert admission.prefill_width(batch) == 16
     batch.close()
+
+
+def test_the_pacer_prefills_at_full_speed_alone_and_keeps_rounds_near_three_decoding_steps():
+    from inference.engine.mlx_compat.admission import DEFAULT_CHUNK, MIN_CHUNK, Pacer
+
+    pacer = Pacer(None)
+    assert pacer.chunk(decoding=False, prompts=1) == DEFAULT_CHUNK  # nothing waits for it
+    assert pacer.chunk(decoding=True, prompts=1) == 8 * MIN_CHUNK  # not measured yet
+    for _ in range(10):
+        pacer.observe(0.100, decoding=True, prompt_tokens=0)  # a decoding step: 100 ms
+        pacer.observe(0.100 + 256 * 0.002, decoding=True, prompt_tokens=256)  # 2 ms a prompt token
+    assert pacer.chunk(decoding=True, prompts=1) == 96  # (3 - 1) x 100 ms / 2 ms = 100 tokens
+    assert pacer.chunk(decoding=True, prompts=3) == MIN_CHUNK  # the budget is shared
+    pacer.observe(5.0, decoding=False, prompt_tokens=2048)  # a round alone says nothing of the gap
+    assert pacer.chunk(decoding=True, prompts=1) == 96
+    assert Pacer(512).chunk(decoding=True, prompts=2) == 256  # LMX_PREFILL_CHUNK=512

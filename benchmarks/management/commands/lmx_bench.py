@@ -33,6 +33,27 @@ class Command(BaseCommand):
             action="store_true",
             help="the pool's rows: a twin of the model resident beside it; a JIT load against POST load",
         )
+        parser.add_argument(
+            "--workload",
+            choices=["agent", "mixed"],
+            help="only this workload, LMX against mlx_lm.server: agent sessions with long prefixes "
+            "over several turns, or streams decoding while a long prompt arrives",
+        )
+        parser.add_argument("--sessions", type=int, default=8, help="agent: sessions at once")
+        parser.add_argument("--prefix-tokens", type=int, default=12000, help="agent: each session's prefix")
+        parser.add_argument("--turns", type=int, default=8, help="agent: turns per session")
+        parser.add_argument("--turn-tokens", type=int, default=300, help="agent: tokens a user turn adds")
+        parser.add_argument("--reply-tokens", type=int, default=64, help="agent: tokens of each reply")
+        parser.add_argument(
+            "--ram-cache-mb",
+            type=int,
+            help="agent: both servers' RAM prompt-cache budget (default: a quarter of the need)",
+        )
+        parser.add_argument("--mixed-streams", type=int, default=16, help="mixed: streams decoding")
+        parser.add_argument("--long-tokens", type=int, default=8000, help="mixed: the prompt that arrives")
+        parser.add_argument(
+            "--lmx-env", action="append", default=[], help="mixed/agent: NAME=VALUE for LMX (repeatable)"
+        )
         parser.add_argument("--out", help="append the table to this markdown file (e.g. docs/BENCHMARKS.md)")
 
     def handle(self, *args, **o):
@@ -45,6 +66,9 @@ class Command(BaseCommand):
         spec = mlx_model(
             ref, why_mlx="mlx-lm and mlx_lm.server read MLX-native folders only; pass --gguf for GGUF."
         )
+        if o["workload"]:
+            publish(self, self._workload(spec, o), o["out"])
+            return
         try:
             streams = sorted({int(s) for s in o["streams"].split(",")})
         except ValueError as exc:
@@ -65,3 +89,38 @@ class Command(BaseCommand):
             two_models=o["two_models"],
         )
         publish(self, run(opts, log=lambda msg: self.stderr.write(msg)), o["out"])
+
+    def _workload(self, spec, o) -> str:
+        import json
+        from pathlib import Path
+
+        from mlx_lm.utils import load_tokenizer
+
+        from benchmarks import workloads
+        from benchmarks.run import Options
+
+        workdir = Options(model_id=spec.id, model_path=spec.path, streams=[1]).workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        tokenizer = load_tokenizer(Path(spec.path))
+        env = dict(pair.split("=", 1) for pair in o["lmx_env"])
+        log = lambda msg: self.stderr.write(msg)  # noqa: E731
+        peer = not o["no_peer"]
+        if o["workload"] == "mixed":
+            opts = workloads.MixedOptions(streams=o["mixed_streams"], long_tokens=o["long_tokens"])
+            return workloads.run_mixed(
+                spec.id, spec.path, tokenizer, opts, workdir=workdir, peer=peer, log=log, env=env
+            )
+        opts = workloads.AgentOptions(
+            sessions=o["sessions"],
+            prefix_tokens=o["prefix_tokens"],
+            turns=o["turns"],
+            turn_tokens=o["turn_tokens"],
+            reply_tokens=o["reply_tokens"],
+        )
+        config = json.loads((Path(spec.path) / "config.json").read_text())
+        opts.ram_cache_bytes = (
+            o["ram_cache_mb"] * 1_000_000 if o["ram_cache_mb"] else workloads.default_ram_budget(config, opts)
+        )
+        return workloads.run_agent(
+            spec.id, spec.path, tokenizer, opts, workdir=workdir, peer=peer, log=log, env=env
+        )

@@ -39,19 +39,70 @@ def prefill_width(batch) -> int:
     return max(FLOOR, width)
 
 
+def decoding(batch) -> bool:
+    """Whether the next round decodes a stream: one in the batch, or one that only has its last
+    prompt token left (a stream decoded alone joins this way and goes straight to decoding)."""
+    if len(batch._generation_batch):
+        return True
+    waiting = [seq[1] for seq in batch._unprocessed_sequences] + [
+        seq[0] for seq in batch._currently_processing
+    ]
+    return any(_chunk(segments, 1) == 0 for segments in waiting)
+
+
 def widen(batch) -> None:
     """Before each `batch.next()`: set how many prompts its round may take."""
     batch.prefill_batch_size = prefill_width(batch)
 
 
-DEFAULT_CHUNK = 2048  # mlx-lm's; a smaller one is not yet measured to pay (#25)
+DEFAULT_CHUNK = 2048  # mlx-lm's: what a round prefills when nothing is decoding
+GAP_RATIO = 3.0  # auto: a round with prefill may take this many times a decoding step alone
+MIN_CHUNK = 32
+EMA = 0.3  # weight of the newest measurement
 
 
-def prefill_chunk() -> int:
-    """Prompt tokens a long prompt advances by between two decoding steps of the batch
-    (LMX_PREFILL_CHUNK): smaller bounds how long the streams decoding wait, at the cost of the
-    long prompt's own time to first token."""
+def prefill_chunk() -> int | None:
+    """LMX_PREFILL_CHUNK: a fixed number of prompt tokens a round prefills while streams decode,
+    or None for `auto` (Pacer)."""
     from inference import conf
 
     chosen = str(conf.get("LMX_PREFILL_CHUNK")).lower()
-    return DEFAULT_CHUNK if chosen == "auto" else int(chosen)
+    return None if chosen == "auto" else int(chosen)
+
+
+class Pacer:
+    """The prompt tokens the batch's next round prefills. Nothing decoding: DEFAULT_CHUNK (the
+    prompt at full speed). Streams decoding: a fixed chunk, or with `auto` as many tokens as keep
+    the round within GAP_RATIO times a decoding step without prefill, from the measured time of
+    both (an average over recent rounds), so the streams' gap between tokens stays bounded on any
+    machine; the budget is shared by the prompts of the round."""
+
+    def __init__(self, fixed: int | None):
+        self.fixed = fixed
+        self.step_s: float | None = None  # a round that only decodes
+        self.token_s: float | None = None  # what each prefilled token adds to a decoding round
+
+    def chunk(self, *, decoding: bool, prompts: int) -> int:
+        if not decoding:
+            return DEFAULT_CHUNK
+        if self.fixed is not None:
+            budget = self.fixed
+        elif self.step_s is None or self.token_s is None:
+            budget = 8 * MIN_CHUNK  # until both are measured
+        else:
+            budget = int((GAP_RATIO - 1) * self.step_s / self.token_s)
+        share = budget // max(1, min(prompts, FLOOR))
+        return max(MIN_CHUNK, min(DEFAULT_CHUNK, share // MIN_CHUNK * MIN_CHUNK))
+
+    def observe(self, seconds: float, *, decoding: bool, prompt_tokens: int) -> None:
+        """One round: its wall time, whether it decoded, the prompt tokens it prefilled."""
+        if not decoding:
+            return
+        if prompt_tokens == 0:
+            self.step_s = _average(self.step_s, seconds)
+        elif self.step_s is not None:
+            self.token_s = _average(self.token_s, max(seconds - self.step_s, 1e-6) / prompt_tokens)
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else (1 - EMA) * old + EMA * new

@@ -9,6 +9,7 @@ so request handlers are not held behind the device ("Why batched decoding was sl
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -18,7 +19,6 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 from inference.engine import grammar, mlx_compat
 from inference.engine.host import to_host
 from inference.engine.mlx_compat import admission, prompt_cache, quantized_cache
-from inference.engine.mlx_compat.admission import prefill_chunk
 
 
 class HostReadBatch(GenerationBatch):
@@ -108,10 +108,11 @@ class LMXBatchGenerator(BatchGenerator):
             model,
             completion_batch_size=max_concurrent,
             prefill_batch_size=min(admission.FLOOR, max_concurrent),
-            prefill_step_size=prefill_chunk(),
+            prefill_step_size=admission.DEFAULT_CHUNK,
             stream=mx.default_stream(mx.default_device()),
         )
         self.patched = mlx_compat.active()
+        self.pacer = admission.Pacer(admission.prefill_chunk())
         self.kv_bits = kv_bits  # None: keys and values kept at the model's precision
         self.disk = disk  # this model's blocks on disk (engine.disk_cache.ModelBlocks), if kept
         self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
@@ -122,9 +123,19 @@ class LMXBatchGenerator(BatchGenerator):
         self._generation_batch.__class__ = HostReadBatch if on and self.patched else GenerationBatch
 
     def next(self):
+        decoding = admission.decoding(self)
         if self.patched:
+            prompts = len(self._prompt_batch) + len(self._unprocessed_sequences)
+            self.prefill_step_size = self.pacer.chunk(decoding=decoding, prompts=prompts)
             self.prefill_batch_size = admission.prefill_width(self)
-        return super().next()
+        before, start = self._counters.prompt_tokens, time.perf_counter()
+        out = super().next()
+        self.pacer.observe(
+            time.perf_counter() - start,
+            decoding=decoding,
+            prompt_tokens=self._counters.prompt_tokens - before,
+        )
+        return out
 
     def new_cache(self) -> list:
         """An empty cache for one request, quantized when the load asked for kv_bits."""
