@@ -152,24 +152,34 @@ def _warm_up(base: str, model: str, tokenizer) -> None:
 
 
 def run_agent(
-    model_id: str, model_path: str, tokenizer, opts: AgentOptions, *, workdir, peer: bool, log, env=None
+    model_id: str,
+    model_path: str,
+    tokenizer,
+    opts: AgentOptions,
+    *,
+    workdir,
+    peer: bool,
+    log,
+    env=None,
+    lmx=True,
 ) -> str:
     results = {}
     cache_dir = workdir / "prompt-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
-    log("LMX (agent) …")
     env = {
         **(env or {}),
         "LMX_PROMPT_CACHE_BYTES": str(opts.ram_cache_bytes),
         "LMX_PROMPT_CACHE_DIR": str(cache_dir),
     }
-    results["LMX"] = measure_agent(
-        lambda: start_lmx(model_id, workdir=workdir, streams=opts.sessions, extra_env=env),
-        model_id,
-        tokenizer,
-        opts,
-        log,
-    )
+    if lmx:
+        log("LMX (agent) …")
+        results["LMX"] = measure_agent(
+            lambda: start_lmx(model_id, workdir=workdir, streams=opts.sessions, extra_env=env),
+            model_id,
+            tokenizer,
+            opts,
+            log,
+        )
     if peer:
         log("mlx_lm.server (agent) …")
         args = ("--prompt-cache-bytes", str(opts.ram_cache_bytes), "--decode-concurrency", str(opts.sessions))
@@ -317,18 +327,28 @@ def measure_mixed(start, model: str, tokenizer, opts: MixedOptions, log) -> Mixe
 
 
 def run_mixed(
-    model_id: str, model_path: str, tokenizer, opts: MixedOptions, *, workdir, peer: bool, log, env=None
+    model_id: str,
+    model_path: str,
+    tokenizer,
+    opts: MixedOptions,
+    *,
+    workdir,
+    peer: bool,
+    log,
+    env=None,
+    lmx=True,
 ) -> str:
     results = {}
     shutil.rmtree(workdir / "prompt-cache", ignore_errors=True)  # "alone" must not be a cache hit
-    log("LMX (mixed) …")
-    results["LMX"] = measure_mixed(
-        lambda: start_lmx(model_id, workdir=workdir, streams=opts.streams + 1, extra_env=env),
-        model_id,
-        tokenizer,
-        opts,
-        log,
-    )
+    if lmx:
+        log("LMX (mixed) …")
+        results["LMX"] = measure_mixed(
+            lambda: start_lmx(model_id, workdir=workdir, streams=opts.streams + 1, extra_env=env),
+            model_id,
+            tokenizer,
+            opts,
+            log,
+        )
     if peer:
         log("mlx_lm.server (mixed) …")
         args = ("--decode-concurrency", str(opts.streams + 1))

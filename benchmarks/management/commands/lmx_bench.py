@@ -28,6 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--url", help="a running LMX serving the model (default: start one)")
         parser.add_argument("--no-peer", action="store_true", help="skip mlx_lm.server")
         parser.add_argument("--no-inprocess", action="store_true", help="skip mlx-lm in-process")
+        parser.add_argument("--no-lmx", action="store_true", help="workloads: mlx_lm.server only")
         parser.add_argument(
             "--two-models",
             action="store_true",
@@ -108,7 +109,15 @@ class Command(BaseCommand):
         if o["workload"] == "mixed":
             opts = workloads.MixedOptions(streams=o["mixed_streams"], long_tokens=o["long_tokens"])
             return workloads.run_mixed(
-                spec.id, spec.path, tokenizer, opts, workdir=workdir, peer=peer, log=log, env=env
+                spec.id,
+                spec.path,
+                tokenizer,
+                opts,
+                workdir=workdir,
+                peer=peer,
+                log=log,
+                env=env,
+                lmx=not o["no_lmx"],
             )
         opts = workloads.AgentOptions(
             sessions=o["sessions"],
@@ -122,5 +131,13 @@ class Command(BaseCommand):
             o["ram_cache_mb"] * 1_000_000 if o["ram_cache_mb"] else workloads.default_ram_budget(config, opts)
         )
         return workloads.run_agent(
-            spec.id, spec.path, tokenizer, opts, workdir=workdir, peer=peer, log=log, env=env
+            spec.id,
+            spec.path,
+            tokenizer,
+            opts,
+            workdir=workdir,
+            peer=peer,
+            log=log,
+            env=env,
+            lmx=not o["no_lmx"],
         )
