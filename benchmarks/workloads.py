@@ -134,10 +134,14 @@ def measure_agent(start, model: str, tokenizer, opts: AgentOptions, log, *, seed
     served = start()
     try:
         log("  after a restart …")
+        # A first long prompt pays for kernels at its lengths: a throwaway session takes that cost.
+        _warm_up(served.url, model, tokenizer)
+        one = AgentOptions(**{**opts.__dict__, "sessions": 1})
+        throwaway, cold = (make_sessions(tokenizer, one, seed=seed + k)[0] for k in (1, 2))
+        asyncio.run(_turn(served.url, model, throwaway, AgentResult(), first=True))
         result.after_restart_ms = asyncio.run(
             _turn(served.url, model, sessions[0], AgentResult(), first=False)
         )
-        cold = make_sessions(tokenizer, AgentOptions(**{**opts.__dict__, "sessions": 1}), seed=seed + 1)[0]
         result.cold_ms = asyncio.run(_turn(served.url, model, cold, AgentResult(), first=True))
     finally:
         served.stop()

@@ -35,7 +35,7 @@ log = logging.getLogger("lmx.engine")
 
 SUFFIX = ".safetensors"
 TMP = ".tmp"  # a file being written ends in .tmp.safetensors until it is renamed
-MAX_PENDING_BYTES = 1 << 30  # blocks copied for the writer and not yet written; past it, skipped
+MAX_PENDING_BYTES = 2 << 30  # blocks copied for the writer and not yet written; past it, left for later
 
 
 @dataclass(frozen=True)
@@ -164,15 +164,18 @@ class DiskTier:
                 self._bytes -= f.size
 
     # --- writing (the writer thread) -------------------------------------------------------
-    def submit(self, blocks: list[tuple[Path, list, dict]], nbytes: int) -> bool:
-        """Queue blocks (path, per-layer caches of its tokens, metadata); False when too much
-        is already waiting (the blocks are skipped, not queued without bound)."""
+    def reserve(self, nbytes: int) -> bool:
+        """Room for `nbytes` more of copies waiting for the writer; False when too much already
+        waits (those blocks are left for a later request of that prompt to write)."""
         with self._lock:
             if self._pending + nbytes > MAX_PENDING_BYTES:
                 return False
             self._pending += nbytes
+            return True
+
+    def submit(self, blocks: list[tuple[Path, list, dict]], nbytes: int) -> None:
+        """Queue blocks (path, per-layer caches of its tokens, metadata), `nbytes` reserved."""
         self._jobs.put((blocks, nbytes))
-        return True
 
     def _write_loop(self) -> None:
         while True:
@@ -255,19 +258,32 @@ class ModelBlocks:
         new = [(d, h) for d, h in enumerate(hashes, 1) if not self.tier.has(self._path(d, h))]
         if not new:
             return 0
+        per_block = _bytes_per_token(cache) * self.block
         blocks, arrays = [], []
-        for depth, digest in new:
+        for depth, digest in new:  # in order: a chain is only ever found from its start
+            if not self.tier.reserve(per_block):
+                break
             start = (depth - 1) * self.block
             layers = [_slice(c, start, start + self.block) for c in cache]
             arrays.extend(c.state for c in layers)
             blocks.append((self._path(depth, digest), layers, {"hash": digest, "depth": str(depth)}))
-        mx.eval(arrays)  # copied now: the request's cache may change once this returns
-        nbytes = sum(c.nbytes for _, layers, _ in blocks for c in layers)
-        return len(blocks) if self.tier.submit(blocks, nbytes) else 0
+        if blocks:
+            mx.eval(arrays)  # copied now: the request's cache may change once this returns
+            self.tier.submit(blocks, per_block * len(blocks))
+        return len(blocks)
 
 
 def _length(c) -> int:
     return c.offset
+
+
+def _bytes_per_token(cache) -> int:
+    """Bytes of keys and values one token takes across the layers."""
+    total = 0
+    for c in cache:
+        arrays = [*c.keys, *c.values] if isinstance(c, QuantizedKVCache) else [c.keys, c.values]
+        total += sum(a.nbytes // max(a.shape[2], 1) for a in arrays)
+    return total
 
 
 def _slice(c, start: int, end: int):

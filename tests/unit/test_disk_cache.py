@@ -119,3 +119,20 @@ def test_caches_that_cannot_be_cut_into_blocks_are_not_written(model, tmp_path):
     generator = _generator(model, tmp_path)
     assert generator.disk.save(PROMPT, [RotatingKVCache(max_size=8) for _ in model.layers]) == 0
     assert disk_cache.storable(make_prompt_cache(model))
+
+
+def test_a_cache_larger_than_the_writer_queue_is_written_from_its_start(model, tmp_path, monkeypatch):
+    """Copies waiting for the writer are bounded; what does not fit is the end of the prompt,
+    left for a later request of it, never the start its chain is found by."""
+    one_block = _block_bytes(model, tmp_path / "probe")
+    monkeypatch.setattr(disk_cache, "MAX_PENDING_BYTES", int(2.5 * one_block))
+    generator = _generator(model, tmp_path)
+    generator.disk.tier.flush()
+    cache = generator.new_cache()
+    mx.eval(model(mx.array([PROMPT]), cache=cache))
+    assert generator.disk.save(PROMPT, cache) == 2  # 3 blocks new, room for 2
+    generator.disk.tier.flush()
+    assert generator.disk.reach([*PROMPT, 1], 3)[0] == 2
+    assert generator.disk.save(PROMPT, cache) == 1  # the next request of it writes the rest
+    generator.disk.tier.flush()
+    assert generator.disk.reach([*PROMPT, 1], 3)[0] == 3

@@ -61,6 +61,18 @@ MIN_CHUNK = 32
 EMA = 0.3  # weight of the newest measurement
 
 
+def chunk_floor() -> int:
+    """The smallest chunk `auto` paces down to. On CUDA each round of prefill builds attention
+    graphs for its new lengths (~0.3 s): chunks of ~100 tokens took an 8,000-token prompt 16x its
+    time alone, 1,024 took 1.7x (docs/BENCHMARKS.md, "Prefill between decoding steps"). On the CPU
+    a round costs what its tokens do, so pacing goes down to MIN_CHUNK. Metal: not measured."""
+    import mlx.core as mx
+
+    if mx.default_device() == mx.cpu:
+        return MIN_CHUNK
+    return 1024 if mx.cuda.is_available() else 256
+
+
 def prefill_chunk() -> int | None:
     """LMX_PREFILL_CHUNK: a fixed number of prompt tokens a round prefills while streams decode,
     or None for `auto` (Pacer)."""
@@ -77,8 +89,9 @@ class Pacer:
     both (an average over recent rounds), so the streams' gap between tokens stays bounded on any
     machine; the budget is shared by the prompts of the round."""
 
-    def __init__(self, fixed: int | None):
+    def __init__(self, fixed: int | None, floor: int = MIN_CHUNK):
         self.fixed = fixed
+        self.floor = floor
         self.step_s: float | None = None  # a round that only decodes
         self.token_s: float | None = None  # what each prefilled token adds to a decoding round
 
@@ -88,9 +101,9 @@ class Pacer:
         if self.fixed is not None:
             budget = self.fixed
         elif self.step_s is None or self.token_s is None:
-            budget = 8 * MIN_CHUNK  # until both are measured
+            budget = max(self.floor, 8 * MIN_CHUNK)  # until both are measured
         else:
-            budget = int((GAP_RATIO - 1) * self.step_s / self.token_s)
+            budget = max(self.floor, int((GAP_RATIO - 1) * self.step_s / self.token_s))
         share = budget // max(1, min(prompts, FLOOR))
         return max(MIN_CHUNK, min(DEFAULT_CHUNK, share // MIN_CHUNK * MIN_CHUNK))
 

@@ -9,6 +9,7 @@ so request handlers are not held behind the device ("Why batched decoding was sl
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 from inference.engine import grammar, mlx_compat
 from inference.engine.host import to_host
 from inference.engine.mlx_compat import admission, prompt_cache, quantized_cache
+
+log = logging.getLogger("lmx.engine")
 
 
 class HostReadBatch(GenerationBatch):
@@ -112,7 +115,7 @@ class LMXBatchGenerator(BatchGenerator):
             stream=mx.default_stream(mx.default_device()),
         )
         self.patched = mlx_compat.active()
-        self.pacer = admission.Pacer(admission.prefill_chunk())
+        self.pacer = admission.Pacer(admission.prefill_chunk(), floor=admission.chunk_floor())
         self.kv_bits = kv_bits  # None: keys and values kept at the model's precision
         self.disk = disk  # this model's blocks on disk (engine.disk_cache.ModelBlocks), if kept
         self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
@@ -161,7 +164,15 @@ class LMXBatchGenerator(BatchGenerator):
             if usable * self.disk.block > cached:
                 reach, hashes = self.disk.reach(tokens, usable)
                 if reach * self.disk.block > cached:
+                    start = time.perf_counter()
                     from_disk, reach = self.disk.load(hashes, reach)
+                    if from_disk is not None:
+                        mx.eval([c.state for c in from_disk])
+                    log.info(
+                        "Prompt cache: %d tokens read from disk in %.0f ms",
+                        reach * self.disk.block,
+                        (time.perf_counter() - start) * 1000,
+                    )
                     if from_disk is not None and reach * self.disk.block > cached:
                         cache, cached, tier = from_disk, reach * self.disk.block, "disk"
                         rest = tokens[cached:]
