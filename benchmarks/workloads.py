@@ -155,42 +155,61 @@ def _warm_up(base: str, model: str, tokenizer) -> None:
     )
 
 
-def run_agent(
-    model_id: str,
-    model_path: str,
-    tokenizer,
-    opts: AgentOptions,
-    *,
-    workdir,
-    peer: bool,
-    log,
-    env=None,
-    lmx=True,
-) -> str:
+@dataclass
+class Target:
+    """What a workload runs against: the model, where the servers keep their files, which
+    systems run, LMX's extra settings, and where progress is told."""
+
+    model_id: str
+    model_path: str
+    tokenizer: object
+    workdir: object
+    log: object
+    lmx: bool = True
+    peer: bool = True
+    env: dict = field(default_factory=dict)
+
+
+def _systems(t: Target, measure, opts, *, streams: int, env: dict, peer_args: tuple[str, ...]) -> dict:
+    """`measure` run against LMX and against mlx_lm.server, as `t` asks."""
     results = {}
-    cache_dir = workdir / "prompt-cache"
+    if t.lmx:
+        t.log("LMX …")
+        results["LMX"] = measure(
+            lambda: start_lmx(t.model_id, workdir=t.workdir, streams=streams, extra_env=env),
+            t.model_id,
+            t.tokenizer,
+            opts,
+            t.log,
+        )
+    if t.peer:
+        t.log("mlx_lm.server …")
+        results["mlx_lm.server"] = measure(
+            lambda: start_peer(t.model_path, workdir=t.workdir, extra_args=peer_args),
+            t.model_path,
+            t.tokenizer,
+            opts,
+            t.log,
+        )
+    return results
+
+
+def run_agent(t: Target, opts: AgentOptions) -> str:
+    cache_dir = t.workdir / "prompt-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     env = {
-        **(env or {}),
+        **t.env,
         "LMX_PROMPT_CACHE_BYTES": str(opts.ram_cache_bytes),
         "LMX_PROMPT_CACHE_DIR": str(cache_dir),
     }
-    if lmx:
-        log("LMX (agent) …")
-        results["LMX"] = measure_agent(
-            lambda: start_lmx(model_id, workdir=workdir, streams=opts.sessions, extra_env=env),
-            model_id,
-            tokenizer,
-            opts,
-            log,
-        )
-    if peer:
-        log("mlx_lm.server (agent) …")
-        args = ("--prompt-cache-bytes", str(opts.ram_cache_bytes), "--decode-concurrency", str(opts.sessions))
-        results["mlx_lm.server"] = measure_agent(
-            lambda: start_peer(model_path, workdir=workdir, extra_args=args), model_path, tokenizer, opts, log
-        )
-    return agent_table(model_id, opts, results)
+    peer_args = (
+        "--prompt-cache-bytes",
+        str(opts.ram_cache_bytes),
+        "--decode-concurrency",
+        str(opts.sessions),
+    )
+    results = _systems(t, measure_agent, opts, streams=opts.sessions, env=env, peer_args=peer_args)
+    return agent_table(t.model_id, opts, results)
 
 
 def _pct(values: list[float], pct: float) -> float | None:
@@ -330,36 +349,11 @@ def measure_mixed(start, model: str, tokenizer, opts: MixedOptions, log) -> Mixe
     return result
 
 
-def run_mixed(
-    model_id: str,
-    model_path: str,
-    tokenizer,
-    opts: MixedOptions,
-    *,
-    workdir,
-    peer: bool,
-    log,
-    env=None,
-    lmx=True,
-) -> str:
-    results = {}
-    shutil.rmtree(workdir / "prompt-cache", ignore_errors=True)  # "alone" must not be a cache hit
-    if lmx:
-        log("LMX (mixed) …")
-        results["LMX"] = measure_mixed(
-            lambda: start_lmx(model_id, workdir=workdir, streams=opts.streams + 1, extra_env=env),
-            model_id,
-            tokenizer,
-            opts,
-            log,
-        )
-    if peer:
-        log("mlx_lm.server (mixed) …")
-        args = ("--decode-concurrency", str(opts.streams + 1))
-        results["mlx_lm.server"] = measure_mixed(
-            lambda: start_peer(model_path, workdir=workdir, extra_args=args), model_path, tokenizer, opts, log
-        )
-    return mixed_table(model_id, opts, results, env or {})
+def run_mixed(t: Target, opts: MixedOptions) -> str:
+    shutil.rmtree(t.workdir / "prompt-cache", ignore_errors=True)  # "alone" must not be a cache hit
+    peer_args = ("--decode-concurrency", str(opts.streams + 1))
+    results = _systems(t, measure_mixed, opts, streams=opts.streams + 1, env=t.env, peer_args=peer_args)
+    return mixed_table(t.model_id, opts, results, t.env)
 
 
 def mixed_table(model_id: str, opts: MixedOptions, results: dict[str, MixedResult], env: dict) -> str:

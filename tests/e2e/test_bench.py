@@ -133,3 +133,26 @@ def test_bench_runs_on_the_real_default_model_and_its_gguf_copy(model_store, tmp
             rf"structured output ≥ 0.95 × unconstrained, {label}: [\d.]+× — (met|\*\*missed\*\*)", table
         )
     assert "Failed requests" not in table
+
+
+def test_workloads_compare_lmx_with_mlx_lm_server_in_one_table(tiny_models, tmp_path):
+    """--workload mixed and agent on a tiny model: every row measured for both servers."""
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "agent").mkdir()
+    mixed = _bench(
+        tiny_models, tmp_path / "mixed", "--model", "random-tiny", "--workload", "mixed", "--mixed-streams", "2",
+        "--long-tokens", "600",
+    )  # fmt: skip
+    for label in ("streams' steady gap between tokens, ms", "their largest gap then, ms",
+                  "long prompt's TTFT among the streams, ms", "the same prompt length alone, ms"):  # fmt: skip
+        lmx, peer, _ = _row(mixed, label)
+        assert _number(lmx) > 0 and _number(peer) > 0, (label, mixed)
+    agent = _bench(
+        tiny_models, tmp_path / "agent", "--model", "random-tiny", "--workload", "agent", "--sessions", "2",
+        "--prefix-tokens", "400", "--turns", "2", "--turn-tokens", "40", "--reply-tokens", "8",
+        "--ram-cache-mb", "1",
+    )  # fmt: skip
+    lmx_cached, peer_cached, _ = _row(agent, "prompt tokens served from cache, %")
+    assert 0 < _number(lmx_cached) <= 100 and 0 <= _number(peer_cached) <= 100
+    for label in ("turn TTFT median, ms (turns 2+)", "after a restart: known session's next turn, ms"):
+        assert all(_number(cell) > 0 for cell in _row(agent, label)[:2]), (label, agent)

@@ -103,22 +103,19 @@ class Command(BaseCommand):
         workdir = Options(model_id=spec.id, model_path=spec.path, streams=[1]).workdir
         workdir.mkdir(parents=True, exist_ok=True)
         tokenizer = load_tokenizer(Path(spec.path))
-        env = dict(pair.split("=", 1) for pair in o["lmx_env"])
-        log = lambda msg: self.stderr.write(msg)  # noqa: E731
-        peer = not o["no_peer"]
+        target = workloads.Target(
+            model_id=spec.id,
+            model_path=spec.path,
+            tokenizer=tokenizer,
+            workdir=workdir,
+            log=lambda msg: self.stderr.write(msg),
+            lmx=not o["no_lmx"],
+            peer=not o["no_peer"],
+            env=dict(pair.split("=", 1) for pair in o["lmx_env"]),
+        )
         if o["workload"] == "mixed":
             opts = workloads.MixedOptions(streams=o["mixed_streams"], long_tokens=o["long_tokens"])
-            return workloads.run_mixed(
-                spec.id,
-                spec.path,
-                tokenizer,
-                opts,
-                workdir=workdir,
-                peer=peer,
-                log=log,
-                env=env,
-                lmx=not o["no_lmx"],
-            )
+            return workloads.run_mixed(target, opts)
         opts = workloads.AgentOptions(
             sessions=o["sessions"],
             prefix_tokens=o["prefix_tokens"],
@@ -130,14 +127,4 @@ class Command(BaseCommand):
         opts.ram_cache_bytes = (
             o["ram_cache_mb"] * 1_000_000 if o["ram_cache_mb"] else workloads.default_ram_budget(config, opts)
         )
-        return workloads.run_agent(
-            spec.id,
-            spec.path,
-            tokenizer,
-            opts,
-            workdir=workdir,
-            peer=peer,
-            log=log,
-            env=env,
-            lmx=not o["no_lmx"],
-        )
+        return workloads.run_agent(target, opts)
