@@ -43,6 +43,7 @@ def model_state(spec: ModelSpec) -> dict:
         "context_length": None,
         "estimate_gb": round(spec.estimate_bytes() / 1e9, 3),
         "crashed_engine": pool.crashed_before(spec),  # requests do not load it on their own
+        "error": spec.extra.get("error"),  # why its files cannot be loaded, if they cannot
     }
     if loaded is None:
         return state

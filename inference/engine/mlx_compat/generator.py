@@ -158,31 +158,41 @@ class LMXBatchGenerator(BatchGenerator):
         cache, rest = prompt_cache.nearest_cache(self.prompt_caches, model_id, tokens, patched=self.patched)
         tier = "ram" if cache is not None else "none"
         cached = len(tokens) - len(rest)
-        reach = 0
-        if self.disk is not None:
-            usable = (len(tokens) - 1) // self.disk.block  # a token is always left to feed
-            if usable * self.disk.block > cached:
-                reach, hashes = self.disk.reach(tokens, usable)
-                if reach * self.disk.block > cached:
-                    start = time.perf_counter()
-                    from_disk, reach = self.disk.load(hashes, reach)
-                    if from_disk is not None:
-                        mx.eval([c.state for c in from_disk])
-                    log.info(
-                        "Prompt cache: %d tokens read from disk in %.0f ms",
-                        reach * self.disk.block,
-                        (time.perf_counter() - start) * 1000,
-                    )
-                    if from_disk is not None and reach * self.disk.block > cached:
-                        cache, cached, tier = from_disk, reach * self.disk.block, "disk"
-                        rest = tokens[cached:]
+        on_disk, from_disk = self._from_disk(tokens, cached)
+        if from_disk is not None:
+            cache, cached, tier = from_disk, on_disk, "disk"
+            rest = tokens[cached:]
         shared, ahead = prompt_cache.divergence(self.prompt_caches, model_id, tokens)
-        exact = True
-        if self.disk is not None and reach * self.disk.block > shared:
-            shared, ahead, exact = reach * self.disk.block, [], False  # known to a block only
+        exact = on_disk <= shared  # else the disk knows the prompt only to the end of a block
+        if not exact:
+            shared, ahead = on_disk, []
         return Found(
             cache if cache is not None else self.new_cache(), rest, tier, cached, shared, ahead, exact
         )
+
+    def _from_disk(self, tokens: list[int], cached: int) -> tuple[int, list | None]:
+        """(tokens of `tokens` the disk holds from the start, in whole blocks; their cache when
+        that is more than the `cached` already found, else None)."""
+        if self.disk is None:
+            return 0, None
+        block = self.disk.block
+        usable = (len(tokens) - 1) // block  # a token is always left to feed
+        if usable * block <= cached:
+            return 0, None
+        reach, hashes = self.disk.reach(tokens, usable)
+        if reach * block <= cached:
+            return reach * block, None
+        start = time.perf_counter()
+        cache, reach = self.disk.load(hashes, reach)  # fewer when a block turned out damaged
+        if cache is None or reach * block <= cached:
+            return reach * block, None
+        mx.eval([c.state for c in cache])
+        log.info(
+            "Prompt cache: %d tokens read from disk in %.0f ms",
+            reach * block,
+            (time.perf_counter() - start) * 1000,
+        )
+        return reach * block, cache
 
     def remember(self, model_id: str, tokens, cache) -> None:
         """Keep a finished request's KV cache so a follow-up turn starts from it: in RAM, and its
