@@ -120,6 +120,9 @@ async def start_generations(req: ChatRequest | CompletionRequest):
         token_lists = [await chat_tokens(req, loaded)]
     else:
         texts = [p for p in req.prompts if isinstance(p, str)]
+        for i, prompt in enumerate(req.prompts):
+            if isinstance(prompt, str):
+                refuse_too_long(prompt, loaded, what=f"prompt[{i}]" if len(req.prompts) > 1 else "The prompt")
         encoded = iter(
             await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.TEXTS, texts)) if texts else []
         )
@@ -148,6 +151,33 @@ async def start_generations(req: ChatRequest | CompletionRequest):
     return streams, loaded
 
 
+def text_bytes(value) -> int:
+    """UTF-8 bytes of every string in a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return sum(text_bytes(k) + text_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(text_bytes(v) for v in value)
+    return 0
+
+
+def refuse_too_long(value, loaded, what: str = "The prompt") -> None:
+    """A text that could not fit the context whatever it tokenizes to, refused before it is
+    tokenized (a 4 MB prompt took the engine 3 s and 400 MB to refuse): no token covers more
+    than the vocabulary's longest, so `context x longest` bytes (doubled, for normalizers that
+    lengthen text) bound any prompt that fits."""
+    if not loaded.max_token_bytes:
+        return
+    limit = loaded.context_length * loaded.max_token_bytes * 2
+    size = text_bytes(value)
+    if size > limit:
+        raise InvalidRequest(
+            f"{what} is {size} bytes: more than the model's context length of {loaded.context_length} "
+            f"tokens can hold (at most {limit} bytes). Shorten it."
+        )
+
+
 async def chat_tokens(req: ChatRequest, loaded) -> list[int]:
     """The prompt of a chat as the model's own template and tokenizer make it."""
     use = req.tools
@@ -157,6 +187,7 @@ async def chat_tokens(req: ChatRequest, loaded) -> list[int]:
         "tool_format": use and use.format,
         "template_kwargs": req.template_kwargs,
     }
+    refuse_too_long(payload, loaded)
     return await asyncio.wrap_future(get_engine().tokenize(loaded, TokenizeKind.CHAT, payload))
 
 

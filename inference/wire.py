@@ -174,6 +174,7 @@ class LoadedInfo:
     vocab_size: int  # token ids a request may name are below this
     options: LoadOptions = DEFAULT_OPTIONS
     model_context_length: int = 0  # the model's own, before options.context_length
+    max_token_bytes: int = 0  # the longest token's text, in UTF-8 bytes (0: not known)
 
     @property
     def vram_gb(self) -> float:

@@ -104,3 +104,13 @@ def context_length(config: dict) -> int:
             return config[key]
     text = config.get("text_config") or {}
     return int(text.get("max_position_embeddings", 4096))
+
+
+def max_token_bytes(tokenizer) -> int:
+    """UTF-8 bytes of the vocabulary's longest token as written (at least the bytes of text it
+    stands for: a byte-level BPE character or SentencePiece's '▁' stands for one byte); 0 when
+    the tokenizer does not list its vocabulary."""
+    try:
+        return max((len(token.encode("utf-8")) for token in tokenizer.get_vocab()), default=0)
+    except (AttributeError, TypeError):
+        return 0

@@ -190,6 +190,7 @@ class ModelHost:
                 context_length=options.context_length or own_context,
                 backend=backend,
                 vocab_size=config.get("vocab_size") or len(tokenizer.get_vocab()),
+                max_token_bytes=loading.max_token_bytes(tokenizer),
                 options=options,
                 model_context_length=own_context,
             )

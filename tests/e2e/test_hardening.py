@@ -276,3 +276,24 @@ def test_limits_are_answered_at_the_http_level_with_json(server, server_db):
     assert rows.filter(http_status=413, endpoint="POST /v1/chat/completions").exists(), list(
         rows.values_list("http_status", "endpoint")
     )
+
+
+def test_a_prompt_longer_than_any_context_is_refused_before_it_is_tokenized(server, server_db):
+    """4 MB of text cannot fit 8,192 tokens whatever it tokenizes to: 400 naming its size, for a
+    chat and for a completion, and the server answers the next request."""
+    from monitoring.models import ErrorEvent
+
+    huge = "word " * 800_000
+    with server.client(timeout=60) as http:
+        for path, body in [
+            ("/v1/chat/completions", {"model": MLX_ID, "messages": [{"role": "user", "content": huge}]}),
+            ("/v1/completions", {"model": MLX_ID, "prompt": ["hi", huge]}),
+        ]:
+            r = http.post(path, json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-request", r.text[:300]
+            message = r.json()["error"]["message"]
+            assert "4000" in message.replace(",", "") and "bytes" in message and "8192" in message, message
+        assert "prompt[1]" in message
+        ok = http.post(path, json={"model": MLX_ID, "prompt": "hi", "max_tokens": 2})
+        assert ok.status_code == 200
+    assert ErrorEvent.objects.using(server_db(server)).filter(message__contains="bytes").count() >= 2
