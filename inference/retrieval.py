@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from inference.errors import InvalidRequest
+from inference.prompt_bounds import refuse_too_long
 from inference.runtime import get_engine
 from inference.wire import LoadedInfo, TokenizeKind
 
@@ -49,6 +50,9 @@ async def embed(loaded: LoadedInfo, inputs: list) -> tuple[list[list[float]], in
         )
     engine = get_engine()
     texts = [item for item in inputs if isinstance(item, str)]
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            refuse_too_long(item, loaded, what=f"input[{i}]")
     encoded = iter(
         await asyncio.wrap_future(engine.tokenize(loaded, TokenizeKind.TEXTS, texts)) if texts else []
     )
@@ -117,6 +121,9 @@ async def rerank(loaded: LoadedInfo, query: str, documents: list[str]) -> tuple[
 
 async def _yes_no(loaded: LoadedInfo, query: str, documents: list[str]) -> tuple[list[float], int]:
     engine = get_engine()
+    refuse_too_long(query, loaded, what="query")
+    for i, doc in enumerate(documents):
+        refuse_too_long(doc, loaded, what=f"documents[{i}]")
     prompts = [
         f"{RERANK_PREFIX}<Instruct>: {RERANK_INSTRUCTION}\n<Query>: {query}\n<Document>: {doc}{RERANK_SUFFIX}"
         for doc in documents

@@ -13,6 +13,7 @@ import uuid
 
 from inference import aliases, conf, memory, pool, resolve, services, signals, store
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
+from inference.prompt_bounds import refuse_too_long
 from inference.requests import ChatRequest, CompletionRequest, SamplingParams
 from inference.runtime import get_engine
 from inference.wire import Failed, GenerationRequest, Stats, TokenizeKind
@@ -149,33 +150,6 @@ async def start_generations(req: ChatRequest | CompletionRequest):
             stream.cancel()
         raise
     return streams, loaded
-
-
-def text_bytes(value) -> int:
-    """UTF-8 bytes of every string in a JSON-like value (keys included)."""
-    if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, dict):
-        return sum(text_bytes(k) + text_bytes(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return sum(text_bytes(v) for v in value)
-    return 0
-
-
-def refuse_too_long(value, loaded, what: str = "The prompt") -> None:
-    """A text that could not fit the context whatever it tokenizes to, refused before it is
-    tokenized (a 4 MB prompt took the engine 3 s and 400 MB to refuse): no token covers more
-    than the vocabulary's longest, so `context x longest` bytes (doubled, for normalizers that
-    lengthen text) bound any prompt that fits."""
-    if not loaded.max_token_bytes:
-        return
-    limit = loaded.context_length * loaded.max_token_bytes * 2
-    size = text_bytes(value)
-    if size > limit:
-        raise InvalidRequest(
-            f"{what} is {size} bytes: more than the model's context length of {loaded.context_length} "
-            f"tokens can hold (at most {limit} bytes). Shorten it."
-        )
 
 
 async def chat_tokens(req: ChatRequest, loaded) -> list[int]:

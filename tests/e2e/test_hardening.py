@@ -280,13 +280,14 @@ def test_limits_are_answered_at_the_http_level_with_json(server, server_db):
 
 def test_a_prompt_longer_than_any_context_is_refused_before_it_is_tokenized(server, server_db):
     """4 MB of text cannot fit 8,192 tokens whatever it tokenizes to: 400 naming its size, for a
-    chat and for a completion, and the server answers the next request."""
+    chat, an embedding input and a completion, and the server answers the next request."""
     from monitoring.models import ErrorEvent
 
     huge = "word " * 800_000
     with server.client(timeout=60) as http:
         for path, body in [
             ("/v1/chat/completions", {"model": MLX_ID, "messages": [{"role": "user", "content": huge}]}),
+            ("/v1/embeddings", {"model": MLX_ID, "input": huge}),
             ("/v1/completions", {"model": MLX_ID, "prompt": ["hi", huge]}),
         ]:
             r = http.post(path, json=body)
@@ -296,4 +297,4 @@ def test_a_prompt_longer_than_any_context_is_refused_before_it_is_tokenized(serv
         assert "prompt[1]" in message
         ok = http.post(path, json={"model": MLX_ID, "prompt": "hi", "max_tokens": 2})
         assert ok.status_code == 200
-    assert ErrorEvent.objects.using(server_db(server)).filter(message__contains="bytes").count() >= 2
+    assert ErrorEvent.objects.using(server_db(server)).filter(message__contains="bytes").count() >= 3
