@@ -112,6 +112,17 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
     return predicate()
 
 
+def link_model(src: Path, dst: Path) -> Path:
+    """A model (a GGUF file or an MLX folder) at `dst` as hard links: a store of its own, no copy."""
+    if src.is_dir():
+        dst.mkdir(parents=True)
+        for f in src.iterdir():
+            os.link(f, dst / f.name)
+    else:
+        os.link(src, dst)
+    return dst
+
+
 def copy_model(src: Path, dst: Path) -> Path:
     if src.is_dir():
         shutil.copytree(src, dst)

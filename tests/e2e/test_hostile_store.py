@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MLX_ID
+from tests.conftest import MLX_ID, link_model
 
 HEAD = b"GGUF" + struct.pack("<I", 3)
 
@@ -41,10 +41,7 @@ CRAFTED = {  # file name: (bytes, what the listing and the load must say)
 
 @pytest.fixture
 def hostile_store(model_store: Path, tmp_path: Path) -> Path:
-    store = tmp_path / "store"
-    (store / MLX_ID).mkdir(parents=True)
-    for f in (model_store / MLX_ID).iterdir():
-        os.link(f, store / MLX_ID / f.name)
+    store = link_model(model_store / MLX_ID, tmp_path / "store" / MLX_ID).parent
     for name, (data, _) in CRAFTED.items():
         (store / name).write_bytes(data)
     (store / "loop.gguf").symlink_to(store / "loop.gguf")

@@ -1,14 +1,13 @@
 """Several models resident on a real server: interleaved streams, LRU eviction by count and by
 memory, pinning, TTL and keep_alive, JIT loading, per-load options, unloading one model."""
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import GGUF_ID, MLX_ID, wait_for
+from tests.conftest import GGUF_ID, MLX_ID, link_model, wait_for
 from tests.e2e.test_monitoring import SSEReader
 
 COPY_ID = "SmolLM2-copy-Q4_1.gguf"
@@ -34,11 +33,9 @@ def _greedy(client: openai.OpenAI, model: str, **extra) -> str:
 def three_models(model_store: Path, tmp_path: Path) -> Path:
     """The MLX folder, its GGUF and a second GGUF, as hard links (no copies) in a store of their own."""
     store = tmp_path / "store"
-    (store / MLX_ID).mkdir(parents=True)
-    for f in (model_store / MLX_ID).iterdir():
-        os.link(f, store / MLX_ID / f.name)
-    os.link(model_store / GGUF_ID, store / GGUF_ID)
-    os.link(model_store / GGUF_ID, store / COPY_ID)
+    link_model(model_store / MLX_ID, store / MLX_ID)
+    link_model(model_store / GGUF_ID, store / GGUF_ID)
+    link_model(model_store / GGUF_ID, store / COPY_ID)
     return store
 
 
