@@ -51,7 +51,7 @@ def model_identity(spec, *, backend: str, kv_bits: int | None) -> str:
     weights were turned into MLX arrays, and the KV cache's format."""
     root = Path(spec.path)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stamp = [(str(p), s.st_size, s.st_mtime_ns) for p in files for s in [p.stat()]]
     key = json.dumps([stamp, backend, kv_bits, spec.quantization], default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
@@ -253,7 +253,7 @@ class ModelBlocks:
         Engine thread: the blocks are copied out of the cache here, written by the writer."""
         if not storable(cache):
             return 0
-        held = min(len(tokens), _length(cache[0]))
+        held = min(len(tokens), cache[0].offset)
         hashes = chain(tokens[:held], self.block)
         new = [(d, h) for d, h in enumerate(hashes, 1) if not self.tier.has(self._path(d, h))]
         if not new:
@@ -271,10 +271,6 @@ class ModelBlocks:
             mx.eval(arrays)  # copied now: the request's cache may change once this returns
             self.tier.submit(blocks, per_block * len(blocks))
         return len(blocks)
-
-
-def _length(c) -> int:
-    return c.offset
 
 
 def _bytes_per_token(cache) -> int:

@@ -51,10 +51,17 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - the request hears why
             slot.fail(to_lmx_error(exc))
             return
+        alone = not self.busy
+        if not alone:
+            if self.solo is not None:
+                self._solo_to_batch()
+            if len(self.running) >= self.max_concurrent:
+                self.waiting.append(slot)  # looked up when it is admitted from there
+                return
         tokens = list(slot.request.prompt_tokens)
         found = self.model.generator.lookup(loaded.spec.id, tokens)
-        slot.prompt_cache = cache_report.report(found, tokens, self.model.loaded.tokenizer.decode)
-        if not self.busy:
+        slot.prompt_cache = cache_report.report(found, tokens, loaded.tokenizer.decode)
+        if alone:
             self.solo = Solo(
                 loaded,
                 slot,
@@ -64,11 +71,6 @@ class Scheduler:
                 stop_tokens=set(sampling.stop_tokens(loaded.tokenizer, slot.request)),
             )
             self._count_prompt(slot)
-            return
-        if self.solo is not None:
-            self._solo_to_batch()
-        if len(self.running) >= self.max_concurrent:
-            self.waiting.append(slot)
             return
         uid = self._insert(
             slot,

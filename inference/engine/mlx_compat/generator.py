@@ -111,7 +111,7 @@ class LMXBatchGenerator(BatchGenerator):
             model,
             completion_batch_size=max_concurrent,
             prefill_batch_size=min(admission.FLOOR, max_concurrent),
-            prefill_step_size=admission.DEFAULT_CHUNK,
+            prefill_step_size=admission.prefill_chunk() or admission.DEFAULT_CHUNK,  # patches off
             stream=mx.default_stream(mx.default_device()),
         )
         self.patched = mlx_compat.active()
@@ -126,11 +126,12 @@ class LMXBatchGenerator(BatchGenerator):
         self._generation_batch.__class__ = HostReadBatch if on and self.patched else GenerationBatch
 
     def next(self):
+        if not self.patched:  # pacing reads mlx-lm's internals: only the version it was written for
+            return super().next()
         decoding = admission.decoding(self)
-        if self.patched:
-            prompts = len(self._prompt_batch) + len(self._unprocessed_sequences)
-            self.prefill_step_size = self.pacer.chunk(decoding=decoding, prompts=prompts)
-            self.prefill_batch_size = admission.prefill_width(self)
+        prompts = len(self._prompt_batch) + len(self._unprocessed_sequences)
+        self.prefill_step_size = self.pacer.chunk(decoding=decoding, prompts=prompts)
+        self.prefill_batch_size = admission.prefill_width(self)
         before, start = self._counters.prompt_tokens, time.perf_counter()
         out = super().next()
         self.pacer.observe(
