@@ -44,6 +44,7 @@ def model_state(spec: ModelSpec) -> dict:
         "estimate_gb": round(spec.estimate_bytes() / 1e9, 3),
         "crashed_engine": pool.crashed_before(spec),  # requests do not load it on their own
         "error": spec.extra.get("error"),  # why its files cannot be loaded, if they cannot
+        "mlx_bits": spec.extra.get("mlx_bits"),  # GGUF: the MLX widths its tensors become
     }
     if loaded is None:
         return state
@@ -105,10 +106,12 @@ async def model_load(
         raise refused
     spec = await _resolve(aliases.resolve(ref))
     if spec.extra.get("error"):
-        raise InvalidRequest(
-            f"{spec.id} cannot be loaded: {spec.extra['error']}. The files are corrupt or incomplete; "
-            "re-download or re-convert the model."
+        advice = (
+            "Use an MLX-native copy of the model."
+            if spec.extra.get("unsupported")
+            else "The files are corrupt or incomplete; re-download or re-convert the model."
         )
+        raise InvalidRequest(f"{spec.id} cannot be loaded: {spec.extra['error']}. {advice}")
     engine = get_engine()
     evicted: list[dict] = []
     async with _pool_lock():

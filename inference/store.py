@@ -136,161 +136,7 @@ def describe_mlx_folder(path: Path, model_id: str, source: str = "local") -> Mod
     return spec
 
 
-# --- GGUF headers --------------------------------------------------------------------------
-_GGUF_SCALARS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-# ggml type -> (block elements, block bytes), for bits per weight
-_GGML_TYPES = {
-    0: (1, 4),
-    1: (1, 2),
-    2: (32, 18),
-    3: (32, 20),
-    6: (32, 22),
-    7: (32, 34),
-    8: (32, 34),
-    10: (256, 84),
-    11: (256, 110),
-    12: (256, 144),
-    13: (256, 176),
-    14: (256, 210),
-    30: (1, 2),
-}
-
-
-# What a header may claim before it is called absurd: llama.cpp's largest vocabularies hold
-# ~260k tokens, its tensors have at most 4 dimensions. A crafted header claiming more (or a
-# string longer than the file) is refused before anything is read or allocated for it.
-MAX_KV = 1 << 16
-MAX_TENSORS = 1 << 20
-MAX_ARRAY = 1 << 20
-MAX_DIMS = 4
-MAX_ELEMENTS = 1 << 50  # a tensor's; a parameter count must fit SQLite's 64-bit integers too
-
-
-class _Header:
-    """A GGUF header read with every length checked against the file and the limits above."""
-
-    def __init__(self, fh, size: int):
-        self.fh, self.size = fh, size
-
-    def unpack(self, fmt: str):
-        data = self.fh.read(struct.calcsize(fmt))
-        if len(data) != struct.calcsize(fmt):
-            raise ValueError("the header ends before the file says it does (truncated)")
-        return struct.unpack(fmt, data)
-
-    def count(self, what: str, n: int, limit: int, each: int) -> int:
-        """`n` items of at least `each` bytes: at most `limit`, and within the file's rest."""
-        if n > limit:
-            raise ValueError(f"the header claims {n} {what} (at most {limit} are read)")
-        if n * each > self.size - self.fh.tell():
-            raise ValueError(f"the header claims {n} {what}, more than the file holds")
-        return n
-
-    def skip(self, n: int) -> None:
-        self.count("bytes", n, self.size, 1)
-        self.fh.seek(n, 1)
-
-    def string(self) -> str:
-        (n,) = self.unpack("<Q")
-        self.count("bytes of string", n, self.size, 1)
-        return self.fh.read(n).decode("utf-8", "replace")
-
-    def value(self, vtype: int, *, depth: int = 0):  # depth: inside an array
-        if vtype in _GGUF_SCALARS:
-            return self.unpack(_GGUF_SCALARS[vtype])[0]
-        if vtype == 8:
-            return self.string()
-        if vtype == 9 and depth:
-            raise ValueError("an array of arrays in the header (GGUF models have none)")
-        if vtype == 9:
-            (itype,) = self.unpack("<I")
-            (n,) = self.unpack("<Q")
-            if itype in _GGUF_SCALARS:  # numeric arrays are skipped without decoding them
-                self.skip(self.count("array items", n, MAX_ARRAY, 1) * struct.calcsize(_GGUF_SCALARS[itype]))
-            else:
-                for _ in range(self.count("array items", n, MAX_ARRAY, 8)):
-                    self.value(itype, depth=1)
-            return None
-        raise ValueError(f"unknown GGUF value type {vtype}")
-
-
-def read_gguf_header(path: Path) -> dict:
-    """Metadata scalars and a parameter/bit count from a GGUF header (no tensor data read)."""
-    with path.open("rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise ValueError("not a GGUF file")
-        header = _Header(fh, path.stat().st_size)
-        _version, n_tensors, n_kv = header.unpack("<IQQ")
-        meta = {}
-        for _ in range(header.count("key/value pairs", n_kv, MAX_KV, 12)):
-            key = header.string()
-            (vtype,) = header.unpack("<I")
-            value = header.value(vtype)
-            if value is not None:
-                meta[key] = value
-        params = 0
-        bits_total = 0.0
-        for _ in range(header.count("tensors", n_tensors, MAX_TENSORS, 24)):
-            (nlen,) = header.unpack("<Q")
-            header.skip(nlen)
-            (ndim,) = header.unpack("<I")
-            if ndim > MAX_DIMS:
-                raise ValueError(f"a tensor with {ndim} dimensions (GGUF has at most {MAX_DIMS})")
-            dims = header.unpack(f"<{ndim}Q")
-            (ttype,) = header.unpack("<I")
-            header.skip(8)
-            count = 1
-            for d in dims:
-                count *= d
-            if count > MAX_ELEMENTS:
-                raise ValueError(f"a tensor of {count} elements (dimensions {list(dims)})")
-            params += count
-            block, nbytes = _GGML_TYPES.get(ttype, (1, 2))
-            bits_total += count * nbytes * 8 / block
-    if params >= 1 << 63:
-        raise ValueError(f"a parameter count of {params}")
-    meta["_parameter_count"] = params
-    meta["_bits"] = bits_total / params if params else None
-    return meta
-
-
-GGUF_FILE_TYPES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    7: "Q8_0",
-    8: "Q5_0",
-    9: "Q5_1",
-    10: "Q2_K",
-    11: "Q3_K_S",
-    12: "Q3_K_M",
-    13: "Q3_K_L",
-    14: "Q4_K_S",
-    15: "Q4_K_M",
-    16: "Q5_K_S",
-    17: "Q5_K_M",
-    18: "Q6_K",
-}
-
-
-def quantization_label(file_type: int | None) -> str:
-    """A GGUF file's `general.file_type` as llama.cpp names it."""
-    return GGUF_FILE_TYPES.get(file_type, f"type-{file_type}") if file_type is not None else ""
-
-
+# --- GGUF files (read by llama.cpp's gguf package: inference.gguf) ---------------------------
 _described: dict[tuple, ModelSpec] = {}  # GGUF headers already read, by (path, id, size, mtime)
 
 
@@ -308,19 +154,22 @@ def describe_gguf(path: Path, model_id: str) -> ModelSpec:
 
 
 def _describe_gguf(path: Path, model_id: str) -> ModelSpec:
+    from inference.gguf.inspect import summarize
+
     spec = ModelSpec(id=model_id, path=str(path), format="gguf", size_bytes=path.stat().st_size)
-    try:
-        meta = read_gguf_header(path)
-    except (OSError, ValueError, struct.error, UnicodeDecodeError, MemoryError) as exc:
-        spec.extra["error"] = f"unreadable GGUF header: {exc}"
-        return spec
-    spec.architecture = str(meta.get("general.architecture", ""))
-    spec.quantization = quantization_label(meta.get("general.file_type"))
-    spec.parameter_count = meta["_parameter_count"]
-    spec.bits = round(meta["_bits"], 2) if meta["_bits"] else None
+    summary = summarize(path)
+    spec.architecture = summary.architecture
+    spec.quantization = summary.quantization
+    spec.parameter_count = summary.parameter_count
+    spec.bits = summary.bits
+    spec.extra["mlx_bits"] = summary.mlx_bits
+    spec.extra["tensor_types"] = summary.tensor_types
+    if summary.error:
+        spec.extra["error"] = summary.error
+        spec.extra["unsupported"] = summary.unsupported
     spec.kind = model_kind(model_id, {})
     if spec.kind == "chat":
-        spec.kind = _GGUF_POOLING_KINDS.get(meta.get(f"{spec.architecture}.pooling_type"), "chat")
+        spec.kind = _GGUF_POOLING_KINDS.get(summary.pooling_type, "chat")
     return spec
 
 

@@ -1,0 +1,112 @@
+"""GGUF tensors into MLX arrays: exact where the ggml block is an MLX group, re-quantized
+otherwise (inference.gguf.quant says which), a bounded slice of rows at a time so a large file
+never holds its float form whole."""
+
+from __future__ import annotations
+
+import mmap
+
+import mlx.core as mx
+import numpy as np
+from gguf import GGML_QUANT_SIZES, quants
+
+from inference.gguf.quant import EXACT_BITS, FLOAT_TYPES, GROUP, INTEGER_TYPES, Q, mlx_bits
+from inference.gguf.reader import GGUFError, TensorInfo
+
+CHUNK_ELEMENTS = 1 << 22  # floats dequantized at once (16 MB)
+
+# Per exact type: the f16 fields at the start of a block -> MLX (scale, bias) of its 32 values.
+_OFFSETS = {Q.Q4_0: 8, Q.Q5_0: 16, Q.Q8_0: 128}
+
+
+def _affine(blocks: np.ndarray, ggml_type) -> tuple[np.ndarray, np.ndarray]:
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)[:, 0]
+    if ggml_type in _OFFSETS:
+        return d, -_OFFSETS[ggml_type] * d
+    m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)[:, 0]  # Q4_1, Q5_1: x = q*d + m
+    return d, m
+
+
+def pack(q: np.ndarray, bits: int) -> np.ndarray:
+    """Integers (rows, n) in [0, 2^bits) as MLX packs them: a little-endian bit stream of uint32."""
+    q = q.astype(np.uint8)
+    if bits == 8:
+        packed = q
+    elif bits == 4:
+        packed = q[:, 0::2] | (q[:, 1::2] << 4)
+    else:
+        stream = (q[:, :, None] >> np.arange(bits, dtype=np.uint8)) & 1
+        packed = np.packbits(stream.reshape(q.shape[0], -1), axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u4")
+
+
+def _exact(rows: np.ndarray, ggml_type, bits: int, dtype) -> tuple[mx.array, mx.array, mx.array]:
+    block, block_bytes = GGML_QUANT_SIZES[ggml_type]
+    values = quants.dequantize(rows, ggml_type).reshape(-1, block)
+    scale, bias = _affine(rows.reshape(-1, block_bytes), ggml_type)
+    safe = np.where(scale == 0, 1.0, scale)[:, None]
+    q = np.clip(np.rint((values - bias[:, None]) / safe), 0, (1 << bits) - 1)
+    q[scale == 0] = 0
+    n_rows = rows.shape[0]
+    cols = values.size // n_rows
+    w = pack(q.reshape(n_rows, cols), bits)
+    shape = (n_rows, cols // block)
+    return (
+        mx.array(w),
+        mx.array(scale.reshape(shape)).astype(dtype),
+        mx.array(bias.reshape(shape)).astype(dtype),
+    )
+
+
+def convert(
+    info: TensorInfo, data: np.ndarray, *, dtype, transform
+) -> tuple[dict[str, mx.array], int | None]:
+    """One tensor: {"weight"[, "scales", "biases"]: array} and the MLX bits (None: float).
+
+    `data` is gguf-py's memory-mapped view; `transform(float numpy) -> numpy` adjusts float
+    tensors for mlx-lm (Gemma's norms)."""
+    t = info.ggml_type
+    if t in INTEGER_TYPES:
+        raise GGUFError(f"tensor '{info.name}' holds integers ({t.name}); no supported model has one")
+    shape = info.shape
+    cols = shape[-1]
+    bits = mlx_bits(t)
+    quantize = bits is not None and len(shape) >= 2 and cols % GROUP == 0
+    rows = data.reshape(-1, data.shape[-1])
+    n_rows = rows.shape[0]
+    step = max(1, CHUNK_ELEMENTS // max(cols, 1))
+    parts: list[tuple] = []
+    for start in range(0, n_rows, step):
+        chunk = np.asarray(rows[start : start + step])
+        if quantize and t in EXACT_BITS:
+            parts.append(_exact(chunk, t, bits, dtype))
+            continue
+        values = chunk.astype(np.float32) if t in FLOAT_TYPES and t != Q.BF16 else quants.dequantize(chunk, t)
+        if not quantize:  # vectors (norms, biases) stay float32 as the file has them: they are tiny
+            keep = mx.float32 if len(shape) == 1 and values.dtype == np.float32 else dtype
+            parts.append((mx.array(transform(values)).astype(keep),))
+            continue
+        parts.append(tuple(mx.quantize(mx.array(values).astype(dtype), group_size=GROUP, bits=bits)))
+    arrays = [
+        mx.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(parts[0]))
+    ]
+    out_shape = (*shape[:-1],)
+    result = {"weight": arrays[0].reshape(*out_shape, -1)}
+    if quantize:
+        result["scales"] = arrays[1].reshape(*out_shape, -1)
+        result["biases"] = arrays[2].reshape(*out_shape, -1)
+    mx.eval(*result.values())
+    return result, bits if quantize else None
+
+
+def release(mapped: np.memmap, offset: int, nbytes: int) -> None:
+    """Drop a converted tensor's file pages from this process (they count as its memory);
+    `mapped` is gguf-py's map of the whole file, `offset` the tensor's byte offset in it."""
+    mapping = getattr(mapped, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise"):
+        return
+    aligned = offset - offset % mmap.PAGESIZE
+    try:
+        mapping.madvise(mmap.MADV_DONTNEED, aligned, nbytes + offset - aligned)
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,151 @@
+"""GGUF through LMX's own layer (#24): every registered architecture and the common quant types
+give the logits mlx-lm gives for the same weights in an MLX-native folder; the vocabularies
+tokenize as their references do; damaged and unsupported files are named, never called corrupt
+when they are not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from tests.gguf_files import ARCHS, Q, crafted, write
+from tests.tokenizer_files import SENTENCES, write_spm_gguf
+
+IDS = mx.array([[5, 70, 101, 33, 200, 17, 99, 256, 3, 44, 120, 64]])
+EXPECTED_IDS = json.loads((Path(__file__).parent.parent / "data" / "gguf_token_ids.json").read_text())
+
+
+def _logits(model) -> np.ndarray:
+    return np.array(model(IDS).astype(mx.float32))
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _both(tmp_path: Path, arch: str, ggml_type):
+    from mlx_lm.utils import load_model
+
+    from inference.engine import gguf
+
+    path, ref = write(tmp_path, arch, ggml_type)
+    described = gguf.read_model(path)
+    return described, gguf.instantiate(described.config, described.weights), load_model(ref)[0]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_registered_architecture_gives_mlx_lm_logits(tmp_path, arch):
+    """Q8_0 keeps its exact values: only float16 arithmetic separates the two."""
+    _, ours, reference = _both(tmp_path, arch, Q.Q8_0)
+    assert _relative(_logits(ours), _logits(reference)) < 0.005
+
+
+# type: (MLX bits it lands as, tolerance against the file's exact values). Exact types: float16
+# arithmetic only. Q4_K/Q5_K: their 32-value sub-blocks re-quantize almost exactly. Q6_K: two
+# 16-value sub-blocks with their own scales share an MLX group of 32 (1.5 % weight error, which a
+# random two-layer model magnifies).
+QUANT_TYPES = {
+    Q.F16: (None, 0.002),
+    Q.Q4_0: (4, 0.005),
+    Q.Q4_1: (4, 0.005),
+    Q.Q5_0: (5, 0.005),
+    Q.Q8_0: (8, 0.005),
+    Q.Q4_K: (4, 0.03),
+    Q.Q5_K: (5, 0.02),
+    Q.Q6_K: (6, 0.1),
+}
+
+
+@pytest.mark.parametrize("ggml_type", list(QUANT_TYPES), ids=lambda t: t.name)
+def test_quant_types_land_as_mlx_weights_of_matching_precision(tmp_path, ggml_type):
+    bits, tolerance = QUANT_TYPES[ggml_type]
+    described, ours, reference = _both(tmp_path, "llama", ggml_type)
+    quantized = isinstance(ours.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    assert quantized == (bits is not None)
+    if bits is not None:
+        assert ours.model.layers[0].self_attn.q_proj.bits == bits
+        assert described.config["quantization"]["bits"] == bits
+    assert _relative(_logits(ours), _logits(reference)) < tolerance
+
+
+def test_sentencepiece_vocabulary_tokenizes_as_sentencepiece(tmp_path):
+    from transformers import AutoTokenizer
+
+    from inference.engine.gguf import tokenizer
+    from inference.gguf.reader import open_file
+
+    path, processor = write_spm_gguf(tmp_path)
+    tokenizer.write(open_file(path), tmp_path / "tok")
+    built = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    ours = [built.encode(s) for s in SENTENCES]
+    assert ours == [[1, *processor.encode(s)] for s in SENTENCES]  # llama.cpp adds BOS, as the file says
+    assert ours == EXPECTED_IDS["spm"]
+    assert [built.decode(ids, skip_special_tokens=True) for ids in ours] == SENTENCES
+
+
+def test_byte_level_bpe_vocabulary_tokenizes_as_tiktoken(model_store):
+    """The default model's own GGUF vocabulary (byte-level BPE, SmolLM2's digit-by-digit split)
+    against tiktoken's BPE built from the same vocabulary."""
+    import tiktoken
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from inference.engine.gguf import tokenizer
+    from inference.gguf.reader import open_file
+    from tests.conftest import GGUF_ID
+
+    f = open_file(model_store / GGUF_ID)
+    from transformers import AutoTokenizer
+
+    tokenizer.write(f, model_store.parent / "bpe-tok")
+    built = AutoTokenizer.from_pretrained(str(model_store.parent / "bpe-tok"))
+    byte = {c: b for b, c in bytes_to_unicode().items()}
+    ranks = {
+        bytes(byte[c] for c in token): i
+        for i, (token, kind) in enumerate(
+            zip(f.get("tokenizer.ggml.tokens"), f.get("tokenizer.ggml.token_type"))
+        )
+        if kind == 1
+    }
+    split = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    reference = tiktoken.Encoding("smollm2", pat_str=split, mergeable_ranks=ranks, special_tokens={})
+    ours = [built.encode(s) for s in SENTENCES]
+    assert ours == [reference.encode(s) for s in SENTENCES]
+    assert ours == EXPECTED_IDS["smollm2-bpe"]
+
+
+def test_damaged_and_unsupported_files_are_named(tmp_path):
+    from inference.gguf.inspect import summarize
+
+    for name, (path, expected) in crafted(tmp_path).items():
+        summary = summarize(path)
+        assert summary.error and expected in summary.error, (name, summary.error)
+        assert "corrupt" not in summary.error
+        assert summary.unsupported == (name in ("mamba.gguf", "unknown-type.gguf")), name
+
+
+def test_the_engine_refuses_what_the_inventory_refuses(tmp_path):
+    """Loaded directly (as the engine would), a damaged file fails with the same reason before any
+    model is built."""
+    from inference.engine import gguf
+    from inference.errors import ModelLoadError
+
+    files = crafted(tmp_path)
+    for name in ("blocks-100000.gguf", "shifted.gguf", "mamba.gguf"):
+        path, expected = files[name]
+        with pytest.raises(ModelLoadError, match=expected.split(" (")[0]):
+            gguf.read_model(path)
+
+
+def test_inventory_reports_the_file_type_and_the_mlx_widths(tmp_path):
+    from inference.store import describe_gguf
+
+    path, _ = write(tmp_path, "qwen3", Q.Q6_K)
+    spec = describe_gguf(path, path.name)
+    assert spec.architecture == "qwen3" and spec.extra["mlx_bits"] == [6]
+    assert spec.extra["tensor_types"]["Q6_K"] > 0 and "error" not in spec.extra
+    assert spec.bits and 6 < spec.bits < 7
