@@ -4,7 +4,8 @@ Two things Daphne (Twisted) does not do for LMX are added here: a stop that firs
 requests in flight with an error their clients read, and answers at the HTTP level that arrive
 before any consumer runs — a declared body over LMX_MAX_BODY_BYTES gets 413 at once (Twisted
 would wait for the whole body), oversized headers 431, and malformed framing a JSON 400 (Twisted
-sends an empty one).
+sends an empty one). A WebSocket message over that limit gets an error message before the
+socket closes with 1009 (autobahn would only close).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import daphne.server
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import defer
 
 from inference import conf, shutdown
@@ -37,6 +39,15 @@ class LMXDaphne(Server):
         return drained
 
 
+def _record(err: LMXError, endpoint: str) -> None:
+    try:
+        from lmx_site.consumers import record_error
+
+        asyncio.get_running_loop().create_task(record_error(err, endpoint=endpoint))
+    except RuntimeError:  # no loop running (not under lmx_serve): the answer is what matters
+        pass
+
+
 def _answer(transport, err: LMXError, endpoint: str) -> None:
     """Write a JSON error response straight to the connection and close it; record the error."""
     body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
@@ -48,12 +59,7 @@ def _answer(transport, err: LMXError, endpoint: str) -> None:
     )
     transport.write(head + body)
     transport.loseConnection()
-    try:
-        from lmx_site.consumers import record_error
-
-        asyncio.get_running_loop().create_task(record_error(err, endpoint=endpoint))
-    except RuntimeError:  # no loop running (not under lmx_serve): the answer is what matters
-        pass
+    _record(err, endpoint)
 
 
 class _Discard:
@@ -115,3 +121,28 @@ class LMXHTTPFactory(HTTPFactory):
 
 
 daphne.server.HTTPFactory = LMXHTTPFactory  # Server.run builds its factory from this name
+
+
+class LMXWebSocketProtocol(WebSocketProtocol):
+    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason) -> None:
+        """A message over the limit gets an error message a client reads (autobahn would only
+        close with 1009), then the close."""
+        err = LMXError(
+            f"The WebSocket message of {msg_size} bytes exceeds the {max_msg_size} bytes LMX reads "
+            "(LMX_MAX_BODY_BYTES); it was not read and the socket is closed.",
+            kind=PAYLOAD_TOO_LARGE,
+        )
+        body = {"error": {"code": err.code, "message": err.message}, "done": True}
+        self.sendMessage(json.dumps(body).encode(), isBinary=False)
+        _record(err, f"WS {getattr(self, 'path', b'?').decode('latin-1')[:200]}")
+        # A closing handshake, not autobahn's drop: dropped with the message's rest unread, the
+        # connection would be reset and the client could lose the error message above.
+        self.failByDrop = False
+        super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
+
+
+class LMXWebSocketFactory(WebSocketFactory):
+    protocol = LMXWebSocketProtocol
+
+
+daphne.server.WebSocketFactory = LMXWebSocketFactory

@@ -25,9 +25,27 @@ COMMON = {
     "max_position_embeddings": 2048,
     "rope_theta": 10000.0,
 }
-# GGUF architecture -> (gguf-py's arch, the mlx-lm / Hugging Face config of the same model)
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+# GGUF architecture (-variant) -> (gguf-py's arch, the mlx-lm / Hugging Face config of the same model)
 ARCHS = {
     "llama": (MODEL_ARCH.LLAMA, {"model_type": "llama", "head_dim": HEAD_DIM, "tie_word_embeddings": False}),
+    # Llama 3.1+: llama3 rope scaling, which llama.cpp's converter writes as a rope_freqs tensor
+    "llama-rope-scaled": (
+        MODEL_ARCH.LLAMA,
+        {
+            "model_type": "llama",
+            "head_dim": HEAD_DIM,
+            "tie_word_embeddings": False,
+            "rope_theta": 500000.0,
+            "rope_scaling": LLAMA3_SCALING,
+        },
+    ),
     "qwen2": (MODEL_ARCH.QWEN2, {"model_type": "qwen2", "tie_word_embeddings": False}),
     "qwen3": (MODEL_ARCH.QWEN3, {"model_type": "qwen3", "head_dim": HEAD_DIM, "tie_word_embeddings": False}),
     "qwen3moe": (
@@ -67,6 +85,26 @@ def byte_vocab() -> list[str]:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     return [*bytes_to_unicode().values(), "<|endoftext|>"]
+
+
+def rope_factors(config: dict) -> np.ndarray:
+    """llama.cpp's converter's `rope_freqs` for llama3 rope scaling (convert_hf_to_gguf.py)."""
+    import math
+
+    scaling, base, dim = config["rope_scaling"], config["rope_theta"], config["head_dim"]
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    factors = []
+    for freq in 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)):
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            factors.append(1)
+        elif wavelen > old / low:
+            factors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -130,7 +168,10 @@ def write(folder: Path, arch: str, ggml_type=Q.Q8_0, *, seed: int = 0) -> tuple[
     reference: dict[str, np.ndarray] = {}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{arch}-{ggml_type.name}.gguf"
+    arch = arch.split("-")[0]  # a variant of a GGUF architecture
     writer = GGUFWriter(str(path), arch)
+    if "rope_scaling" in config:
+        writer.add_tensor("rope_freqs.weight", rope_factors(config))
     for name, param in tree_flatten(model.parameters()):
         w = np.array(param.astype(mx.float32))
         if w.ndim == 1:
@@ -180,7 +221,7 @@ def write(folder: Path, arch: str, ggml_type=Q.Q8_0, *, seed: int = 0) -> tuple[
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    ref = folder / f"{arch}-{ggml_type.name}-mlx"
+    ref = folder / f"{path.stem}-mlx"
     ref.mkdir(exist_ok=True)
     mx.save_safetensors(str(ref / "model.safetensors"), {k: mx.array(v) for k, v in reference.items()})
     (ref / "config.json").write_text(json.dumps(config))

@@ -161,7 +161,7 @@ def test_inference_without_a_model_is_no_model_loaded_with_retry_after(make_serv
 @pytest.mark.parametrize(
     ("name", "content", "fragment"),
     [
-        ("truncated.gguf", "truncate", "corrupt or truncated"),
+        ("truncated.gguf", "truncate", "the file is truncated"),
         ("garbage.gguf", b"this is not a model at all" * 100, "not a GGUF file"),
     ],
 )

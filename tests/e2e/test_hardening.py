@@ -3,6 +3,7 @@ surrogates, bad query strings and load names get a coded 4xx, are recorded, and 
 serves on; generated bodies (Hypothesis) never reach a 500 on any endpoint."""
 
 import json
+import time
 
 import httpx
 import pytest
@@ -298,3 +299,30 @@ def test_a_prompt_longer_than_any_context_is_refused_before_it_is_tokenized(serv
         ok = http.post(path, json={"model": MLX_ID, "prompt": "hi", "max_tokens": 2})
         assert ok.status_code == 200
     assert ErrorEvent.objects.using(server_db(server)).filter(message__contains="bytes").count() >= 3
+
+
+def test_a_websocket_message_over_the_limit_gets_an_error_then_the_close(make_server, server_db):
+    """Over LMX_MAX_BODY_BYTES a message is not read: the client gets an error message with a code
+    (autobahn alone closed the socket without a word), then the close with 1009; recorded."""
+    from monitoring.models import ErrorEvent
+
+    srv = make_server(env={"LMX_MAX_BODY_BYTES": "65536"})
+    url = srv.url.replace("http", "ws") + "/v1/chat/stream"
+    with websockets.sync.client.connect(url, max_size=None) as ws:
+        ws.send(json.dumps({"model": MLX_ID, "messages": [{"role": "user", "content": "x" * 1_500_000}]}))
+        reply = json.loads(ws.recv(timeout=30))
+        assert reply["error"]["code"] == "invalid-request" and reply["done"] is True
+        assert "exceeds the 65536 bytes LMX reads" in reply["error"]["message"]
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    for _ in range(50):
+        if (
+            ErrorEvent.objects.using(server_db(srv))
+            .filter(endpoint="WS /v1/chat/stream", http_status=413)
+            .exists()
+        ):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the refusal was not recorded")

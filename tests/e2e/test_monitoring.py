@@ -134,16 +134,23 @@ def test_guardian_steps_down_caches_idle_model_new_work_then_the_busy_model(make
             )
             time.sleep(0.2)
 
-    def knock():  # new work while memory is critical
-        while len(results) < 4:
-            late.append(
-                httpx.post(
-                    srv.url + "/v1/chat/completions",
-                    json={"model": MLX_ID, "messages": QUESTION, "max_tokens": 1},
-                    timeout=60,
-                )
+    def knock_once():
+        late.append(
+            httpx.post(
+                srv.url + "/v1/chat/completions",
+                json={"model": MLX_ID, "messages": QUESTION, "max_tokens": 1},
+                timeout=60,
             )
-            time.sleep(0.05)
+        )
+
+    def knock():  # new work while memory is critical, each request on its own (one may wait in line)
+        knocks = []
+        while len(results) < 4:
+            knocks.append(threading.Thread(target=knock_once))
+            knocks[-1].start()
+            time.sleep(0.1)
+        for t in knocks:
+            t.join(60)
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
     for t in threads:

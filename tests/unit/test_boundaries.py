@@ -20,6 +20,7 @@ import inference.services, inference.serving, inference.memory, inference.retrie
 import inference.runtime, inference.shutdown, inference.daphne_server
 import inference.client.process, inference.management.commands.lmx_serve
 import monitoring.consumers, monitoring.ticker, monitoring.metrics, monitoring.inventory, monitoring.admin
+import inference.gguf.inspect, inference.gguf.archs; inference.gguf.archs.supported()  # the store reads GGUF
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("mlx", "mlx_lm")))
 print(sorted(m for m in sys.modules if m.startswith("inference.engine")))
 """

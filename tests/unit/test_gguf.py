@@ -107,7 +107,7 @@ def test_byte_level_bpe_vocabulary_tokenizes_as_tiktoken(model_store):
     ranks = {
         bytes(byte[c] for c in token): i
         for i, (token, kind) in enumerate(
-            zip(f.get("tokenizer.ggml.tokens"), f.get("tokenizer.ggml.token_type"))
+            zip(f.get("tokenizer.ggml.tokens"), f.get("tokenizer.ggml.token_type"), strict=True)
         )
         if kind == 1
     }
@@ -149,3 +149,44 @@ def test_inventory_reports_the_file_type_and_the_mlx_widths(tmp_path):
     assert spec.architecture == "qwen3" and spec.extra["mlx_bits"] == [6]
     assert spec.extra["tensor_types"]["Q6_K"] > 0 and "error" not in spec.extra
     assert spec.bits and 6 < spec.bits < 7
+
+
+def test_a_converted_folder_gives_the_gguf_logits(tmp_path):
+    """lmx_convert_gguf's output (a K-quant file of another architecture than the default model's)
+    loads in mlx-lm as it is and computes what the GGUF file computes in LMX."""
+    from django.core.management import call_command
+    from mlx_lm.utils import load_model
+
+    from inference.engine import gguf
+
+    path, _ = write(tmp_path, "qwen3", Q.Q4_K)
+    call_command("lmx_convert_gguf", str(path), out=str(tmp_path / "converted"))
+    described = gguf.read_model(path)
+    served = gguf.instantiate(described.config, described.weights)
+    converted, _ = load_model(tmp_path / "converted")
+    assert np.array_equal(_logits(served), _logits(converted))
+    assert (tmp_path / "converted" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])  # Llama 3.1 and Llama 3.2
+def test_rope_freqs_are_read_back_as_llama3_rope_scaling(factor):
+    """The factors llama.cpp's converter writes for Llama 3.1/3.2 (head_dim 128, base 500000)
+    become mlx-lm's llama3 rope scaling that computes the same factors."""
+    from inference.gguf.archs.llama import llama3_factors, llama3_scaling
+    from tests.gguf_files import LLAMA3_SCALING, rope_factors
+
+    config = {"rope_scaling": {**LLAMA3_SCALING, "factor": factor}, "rope_theta": 500000.0, "head_dim": 128}
+    written = rope_factors(config)
+    scaling = llama3_scaling(written, 128, 500000.0)
+    assert scaling["rope_type"] == "llama3" and scaling["factor"] == pytest.approx(factor)
+    assert np.allclose(llama3_factors(128, 500000.0, scaling), written, rtol=1e-4)
+    assert llama3_scaling(np.ones(64, dtype=np.float32), 128, 500000.0) is None
+
+
+def test_a_rope_scaled_llama_file_matches_far_into_its_context(tmp_path):
+    """At position ~1,500 the llama3-scaled low frequencies have turned: a file whose rope_freqs
+    were ignored is 0.5 off here (measured); read back as mlx-lm's scaling it matches."""
+    _, ours, reference = _both(tmp_path, "llama-rope-scaled", Q.Q8_0)
+    ids = mx.array([[int(i) for i in np.random.default_rng(1).integers(0, 256, 1500)]])
+    a, b = (np.array(m(ids).astype(mx.float32))[:, -50:] for m in (ours, reference))
+    assert _relative(a, b) < 0.005

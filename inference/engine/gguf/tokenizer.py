@@ -28,6 +28,8 @@ def tokenizer_dict(f: GGUFFile) -> tuple[dict, dict]:
             f"GGUF tokenizer type '{kind}' is not supported (supported: {', '.join(SUPPORTED)})",
             kind="unsupported",
         )
+    if kind == "gpt2":
+        tokens.setdefault("merges", [])  # a byte vocabulary without merges writes none
     if kind == "llama":
         config.setdefault("add_bos_token", True)  # llama.cpp's default for SentencePiece files
     return tokens, config

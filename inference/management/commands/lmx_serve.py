@@ -48,6 +48,8 @@ class Command(BaseCommand):
             signal_handlers=True,
             http_timeout=None,
             websocket_timeout=86400,
+            websocket_max_message_size=conf.get("LMX_MAX_BODY_BYTES"),
+            websocket_max_frame_size=conf.get("LMX_MAX_BODY_BYTES"),
             application_close_timeout=10,
             server_name="lmx",
         )
