@@ -15,16 +15,30 @@ from inference.gguf.reader import GGUFError, TensorInfo
 
 CHUNK_ELEMENTS = 1 << 22  # floats dequantized at once (16 MB)
 
-# Per exact type: the f16 fields at the start of a block -> MLX (scale, bias) of its 32 values.
+# Per exact type: a block is 32 unsigned integers q and f16 fields with x = q·d + m (Q4_1, Q5_1)
+# or x = (q - offset)·d: MLX's scale d and bias m or -offset·d. Layouts as ggml-quants.c has them.
 _OFFSETS = {Q.Q4_0: 8, Q.Q5_0: 16, Q.Q8_0: 128}
+_HEAD = {Q.Q4_0: 2, Q.Q4_1: 4, Q.Q5_0: 2, Q.Q5_1: 4, Q.Q8_0: 2}  # bytes of f16 fields
 
 
 def _affine(blocks: np.ndarray, ggml_type) -> tuple[np.ndarray, np.ndarray]:
     d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)[:, 0]
     if ggml_type in _OFFSETS:
         return d, -_OFFSETS[ggml_type] * d
-    m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)[:, 0]  # Q4_1, Q5_1: x = q*d + m
-    return d, m
+    return d, blocks[:, 2:4].copy().view(np.float16).astype(np.float32)[:, 0]
+
+
+def _integers(blocks: np.ndarray, ggml_type) -> np.ndarray:
+    """The unsigned integers (blocks, 32) an exact type's blocks hold, read without dequantizing."""
+    head = _HEAD[ggml_type]
+    if ggml_type == Q.Q8_0:
+        return (blocks[:, head:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
+    qs = blocks[:, head + 4 :] if ggml_type in (Q.Q5_0, Q.Q5_1) else blocks[:, head:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1)  # low nibbles: values 0-15, high: 16-31
+    if ggml_type in (Q.Q5_0, Q.Q5_1):  # the fifth bit of value j is bit j of qh
+        qh = blocks[:, head : head + 4].copy().view("<u4")[:, 0]
+        q |= (((qh[:, None] >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
+    return q
 
 
 def pack(q: np.ndarray, bits: int) -> np.ndarray:
@@ -41,18 +55,13 @@ def pack(q: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _exact(rows: np.ndarray, ggml_type, bits: int, dtype) -> tuple[mx.array, mx.array, mx.array]:
-    block, block_bytes = GGML_QUANT_SIZES[ggml_type]
-    values = quants.dequantize(rows, ggml_type).reshape(-1, block)
-    scale, bias = _affine(rows.reshape(-1, block_bytes), ggml_type)
-    safe = np.where(scale == 0, 1.0, scale)[:, None]
-    q = np.clip(np.rint((values - bias[:, None]) / safe), 0, (1 << bits) - 1)
-    q[scale == 0] = 0
+    block_bytes = GGML_QUANT_SIZES[ggml_type][1]
+    blocks = rows.reshape(-1, block_bytes)
+    scale, bias = _affine(blocks, ggml_type)
     n_rows = rows.shape[0]
-    cols = values.size // n_rows
-    w = pack(q.reshape(n_rows, cols), bits)
-    shape = (n_rows, cols // block)
+    shape = (n_rows, blocks.shape[0] // n_rows)
     return (
-        mx.array(w),
+        mx.array(pack(_integers(blocks, ggml_type).reshape(n_rows, -1), bits)),
         mx.array(scale.reshape(shape)).astype(dtype),
         mx.array(bias.reshape(shape)).astype(dtype),
     )
