@@ -23,8 +23,21 @@ FILE_NAME = "memory-thresholds.json"
 _override: dict | None = None  # the run-time change in force, read from its file once
 
 
+def engine_rss() -> int:
+    """The engine process's resident memory: what it holds outside MLX's allocator too (the
+    tokenizers, Python, a prompt being tokenized; on CPU and unified memory MLX's arrays as well)."""
+    pid = getattr(get_engine(), "pid", None)
+    if not pid:
+        return 0
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except (psutil.Error, OSError):
+        return 0
+
+
 def snapshot() -> dict:
-    """MLX allocator figures (as the engine last read them) against the device total (RAM on CPU)."""
+    """MLX allocator figures (as the engine last read them) against the device total (RAM on CPU),
+    and the engine process's resident memory against RAM."""
     mem = get_engine().memory
     system = psutil.virtual_memory()
     total = mem.total or system.total
@@ -33,8 +46,18 @@ def snapshot() -> dict:
         "peak_gb": round(mem.peak / 1e9, 3),
         "cache_gb": round(mem.cache / 1e9, 3),
         "total_gb": round(total / 1e9, 3),
+        "engine_rss_gb": round(engine_rss() / 1e9, 3),
+        "system_total_gb": round(system.total / 1e9, 3),
         "system_used_gb": round((system.total - system.available) / 1e9, 3),
     }
+
+
+def used_pct(mem: dict) -> float:
+    """Memory counted whole: the larger of MLX's share of the device and the engine process's
+    share of RAM (on CPU and unified memory the two overlap, so the larger, not the sum)."""
+    device = mem["active_gb"] / mem["total_gb"] if mem["total_gb"] else 0.0
+    host = mem["engine_rss_gb"] / mem["system_total_gb"] if mem["system_total_gb"] else 0.0
+    return round(max(device, host) * 100, 2)
 
 
 def _settings() -> tuple[float, float]:
@@ -79,13 +102,13 @@ def event(kind: str = "memory") -> dict:
     """The `memory` event of /admin/events, with the thresholds in force so a gauge colours
     itself right after a run-time change."""
     mem = snapshot()
-    used, total = mem["active_gb"], mem["total_gb"]
     warning, critical = thresholds()
     return {
         "type": kind,
-        "vram_used_gb": used,
-        "vram_total_gb": total,
-        "pct": round(used / total * 100, 2) if total else 0.0,
+        "vram_used_gb": mem["active_gb"],
+        "vram_total_gb": mem["total_gb"],
+        "engine_rss_gb": mem["engine_rss_gb"],
+        "pct": used_pct(mem),
         "warning_pct": warning,
         "critical_pct": critical,
         "prompt_cache": prompt_cache(),

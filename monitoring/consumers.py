@@ -72,6 +72,7 @@ class MemoryThresholdsConsumer(JsonConsumer):
         if warning > critical:
             raise InvalidRequest("warning_pct must not be above critical_pct.")
         memory.set_thresholds(warning=float(warning), critical=float(critical))
+        ticker.check_memory_now()
         await self.get(b"")
 
 

@@ -40,6 +40,7 @@ ACTIVE = Gauge("lmx_active_requests", "Requests running or queued in the engine"
 QUEUED = Gauge("lmx_queued_requests", "Requests waiting for a batch slot", registry=REGISTRY)
 MEMORY_USED = Gauge("lmx_memory_used_bytes", "Accelerator memory used by MLX", registry=REGISTRY)
 MEMORY_TOTAL = Gauge("lmx_memory_total_bytes", "Accelerator memory in total", registry=REGISTRY)
+ENGINE_RSS = Gauge("lmx_engine_resident_bytes", "The engine process's resident memory", registry=REGISTRY)
 MODEL_LOADED = Gauge("lmx_model_loaded", "1 for each resident model", ["model"], registry=REGISTRY)
 MODEL_MEMORY = Gauge(
     "lmx_model_memory_bytes", "Memory a resident model took at load", ["model"], registry=REGISTRY
@@ -83,6 +84,7 @@ def render() -> bytes:
     mem = memory.snapshot()
     MEMORY_USED.set(mem["active_gb"] * 1e9)
     MEMORY_TOTAL.set(mem["total_gb"] * 1e9)
+    ENGINE_RSS.set(mem["engine_rss_gb"] * 1e9)
     DISK_CACHE_BYTES.set(engine.counters.disk_cache_bytes)
     for gauge in (MODEL_LOADED, MODEL_MEMORY, MODEL_ACTIVE):
         gauge.clear()

@@ -48,21 +48,46 @@ class Throughput:
         }
 
 
+_wake: asyncio.Event | None = None
+
+
+def check_memory_now() -> None:
+    """The thresholds changed: sample memory and let the guardian act now, not at the next tick."""
+    if _wake is not None:
+        _wake.set()
+
+
+async def _memory(watcher: guardian.Guardian) -> None:
+    mem = memory.event()
+    await events.apublish(mem)
+    await watcher.check(mem, events.apublish)
+
+
 async def run() -> None:
+    global _wake
     throughput, watcher = Throughput(), guardian.Guardian()
+    _wake = asyncio.Event()
     tick = 0.0
     while True:
         period = conf.get("LMX_EVENTS_THROUGHPUT_S")
-        await asyncio.sleep(period)
+        try:
+            await asyncio.wait_for(_wake.wait(), timeout=period)
+        except TimeoutError:
+            pass
+        else:
+            _wake.clear()
+            try:
+                await _memory(watcher)
+            except Exception:
+                log.exception("Memory check failed")
+            continue
         tick += period
         try:
             sample = throughput.sample()
             if sample:
                 await events.apublish(sample)
             if _due(tick, period, conf.get("LMX_EVENTS_MEMORY_S")):
-                mem = memory.event()
-                await events.apublish(mem)
-                await watcher.check(mem, events.apublish)
+                await _memory(watcher)
             if _due(tick, period, conf.get("LMX_EVENTS_HEARTBEAT_S")):
                 await events.apublish({"type": "heartbeat", "uptime": uptime()})
         except Exception:

@@ -3,6 +3,7 @@ and tools that want MLX state at hand. LMX itself serves with client.process."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future
 
 from inference import wire
@@ -71,6 +72,10 @@ class InProcessEngineClient(BaseEngineClient):
     @property
     def memory(self) -> wire.MemoryFigures:
         return self.engine.memory
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()  # the engine runs in this process
 
     def start(self) -> InProcessEngineClient:
         self.engine.start()

@@ -226,3 +226,24 @@ def test_load_refused_by_its_memory_estimate(make_server):
         assert r.status_code == 503 and r.json()["error"]["code"] == "insufficient-memory"
         assert "parameters x bits / 8 x 1.2" in r.json()["error"]["message"]
         assert http.get("/readyz").status_code == 503
+
+
+def test_memory_counts_the_engine_process_whole_and_a_threshold_change_acts_at_once(make_server):
+    """The engine's resident memory (tokenizers, Python, a prompt being read: outside MLX's
+    allocator) counts in `pct`; a lowered threshold is acted on at once, not at the next sample
+    (here 60 s away)."""
+    import psutil
+
+    srv = make_server(env={"LMX_EVENTS_MEMORY_S": "60"}, default_model=MLX_ID, wait_ready=True)
+    events = SSEReader(srv.url)
+    with srv.client() as http:
+        mem = http.get("/admin/memory").json()
+        assert mem["engine_rss_gb"] > mem["vram_used_gb"] > 0  # on CPU MLX's arrays are part of it
+        assert mem["pct"] >= round(mem["engine_rss_gb"] * 1e9 / psutil.virtual_memory().total * 100, 2) - 0.01
+        metrics = http.get("/metrics").text
+        rss = [line for line in metrics.splitlines() if line.startswith("lmx_engine_resident_bytes ")]
+        assert rss and float(rss[0].split()[1]) > 0
+        assert wait_for(lambda: "heartbeat" in events.types() or "memory" in events.types(), timeout=30)
+        http.post("/admin/memory", json={"warning_pct": mem["pct"] / 4, "critical_pct": 99})
+        assert wait_for(lambda: "memory_warning" in events.types(), timeout=10), events.types()
+    events.close()
