@@ -292,6 +292,11 @@ def crafted(folder: Path) -> dict[str, tuple[Path, str]]:
         "shifted",
         lambda d, r: _set(d, _tensor_info(r, 1, 5), "<Q", r.tensors[1].data_offset - r.data_offset + 1),
     )
+    patched(
+        "offset-past-end.gguf",
+        "past the end of the file",
+        lambda d, r: _set(d, _tensor_info(r, 0, 5), "<Q", len(d) * 4 // 32 * 32),
+    )
     patched("unknown-type.gguf", "tensor type 99", lambda d, r: _set(d, _tensor_info(r, 0, 4), "<I", 99))
     patched(
         "zero-dims.gguf",
