@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 from gguf import GGML_QUANT_SIZES, quants
 
-from inference.gguf.quant import EXACT_BITS, FLOAT_TYPES, GROUP, INTEGER_TYPES, Q, mlx_bits
+from inference.gguf.quant import EXACT_BITS, FLOAT_TYPES, GROUP, INTEGER_TYPES, SUB_BLOCK_BITS, Q, mlx_bits
 from inference.gguf.reader import GGUFError, TensorInfo
 
 CHUNK_ELEMENTS = 1 << 22  # floats dequantized at once (16 MB)
@@ -54,14 +54,37 @@ def pack(q: np.ndarray, bits: int) -> np.ndarray:
     return np.ascontiguousarray(packed).view("<u4")
 
 
+def _k_sub_blocks(blocks: np.ndarray, ggml_type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_K / Q5_K blocks as (integers (blocks, 256), scale and bias (blocks, 8)), laid out as
+    gguf-py's dequantize_blocks reads them."""
+    from gguf.quants import Q4_K
+
+    n = blocks.shape[0]
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+    dmin = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+    sc, m = Q4_K.get_scale_min(blocks[:, 4:16])
+    rest = blocks[:, 16:]
+    if ggml_type == Q.Q5_K:
+        qh, rest = rest[:, :32], rest[:, 32:]
+    q = (rest.reshape(n, -1, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)) & 0x0F
+    q = q.reshape(n, 8, 32)
+    if ggml_type == Q.Q5_K:
+        high = (qh.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1
+        q = q | (high << 4)
+    return q.reshape(n, 256), d * sc.astype(np.float32), -dmin * m.astype(np.float32)
+
+
 def _exact(rows: np.ndarray, ggml_type, bits: int, dtype) -> tuple[mx.array, mx.array, mx.array]:
     block_bytes = GGML_QUANT_SIZES[ggml_type][1]
     blocks = rows.reshape(-1, block_bytes)
-    scale, bias = _affine(blocks, ggml_type)
     n_rows = rows.shape[0]
-    shape = (n_rows, blocks.shape[0] // n_rows)
+    if ggml_type in SUB_BLOCK_BITS:
+        q, scale, bias = _k_sub_blocks(blocks, ggml_type)
+    else:
+        q, (scale, bias) = _integers(blocks, ggml_type), _affine(blocks, ggml_type)
+    shape = (n_rows, scale.size // n_rows)
     return (
-        mx.array(pack(_integers(blocks, ggml_type).reshape(n_rows, -1), bits)),
+        mx.array(pack(q.reshape(n_rows, -1), bits)),
         mx.array(scale.reshape(shape)).astype(dtype),
         mx.array(bias.reshape(shape)).astype(dtype),
     )
@@ -87,7 +110,7 @@ def convert(
     parts: list[tuple] = []
     for start in range(0, n_rows, step):
         chunk = np.asarray(rows[start : start + step])
-        if quantize and t in EXACT_BITS:
+        if quantize and (t in EXACT_BITS or t in SUB_BLOCK_BITS):
             parts.append(_exact(chunk, t, bits, dtype))
             continue
         values = chunk.astype(np.float32) if t in FLOAT_TYPES and t != Q.BF16 else quants.dequantize(chunk, t)
