@@ -29,9 +29,10 @@ async def models_list() -> dict:
         if loaded.spec.path not in listed:  # loaded by path from outside the scanned roots
             out.append(services.model_state(loaded.spec))
     loaded = engine.loaded
+    mem = memory.snapshot()
     return {
         "models": out,
         "loaded": loaded.spec.id if loaded else None,  # the most recently used
         "resident": [m.spec.id for m in engine.models],
-        "memory": memory.snapshot(),
+        "memory": {**mem, "pct": memory.used_pct(mem)},
     }

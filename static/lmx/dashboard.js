@@ -356,8 +356,8 @@
       if (data.memory) totalGb = data.memory.total_gb;
       renderModels();
       if (data.memory) {
-        const { active_gb: used, total_gb: total } = data.memory;
-        showMemory({ vram_used_gb: used, vram_total_gb: total, pct: total ? (used / total) * 100 : 0 });
+        const { active_gb: used, total_gb: total, pct } = data.memory;  // pct: memory counted whole
+        showMemory({ vram_used_gb: used, vram_total_gb: total, pct });
       }
     } catch (err) {
       showModelsError(err);
