@@ -47,12 +47,6 @@ def summarize(path: Path) -> Summary:
     summary.context_length = _int(f.get(f"{f.architecture}.context_length"))
     try:
         plan = archs.lookup(f.architecture).plan(f)
-        from_tokenizer = f.get("tokenizer.ggml.model")
-        if from_tokenizer not in ("gpt2", "llama"):
-            raise GGUFError(
-                f"GGUF tokenizer type '{from_tokenizer}' is not supported (supported: gpt2, llama)",
-                kind="unsupported",
-            )
     except GGUFError as exc:
         summary.unsupported = exc.kind == "unsupported"
         summary.error = str(exc) if summary.unsupported else f"damaged GGUF file: {exc}"

@@ -186,8 +186,6 @@ class GGUFFile:
     def __init__(self, path: Path, reader: BoundedReader):
         self.path = path
         self.reader = reader
-        self.version = int(reader.fields["GGUF.version"].parts[0][0])
-        self.alignment = int(reader.alignment)
         self.tensors = {
             t.name: TensorInfo(
                 t.name,
@@ -211,9 +209,6 @@ class GGUFFile:
 
     def has(self, key: str) -> bool:
         return key in self.reader.fields
-
-    def keys(self) -> list[str]:
-        return [k for k in self.reader.fields if not k.startswith("GGUF.")]
 
     @property
     def architecture(self) -> str:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.gguf.archs import TOKENIZER_MODELS
 from inference.gguf.reader import GGUFError, GGUFFile
-
-SUPPORTED = ("gpt2", "llama")  # tokenizer.ggml.model values
 
 
 def tokenizer_dict(f: GGUFFile) -> tuple[dict, dict]:
@@ -23,11 +22,8 @@ def tokenizer_dict(f: GGUFFile) -> tuple[dict, dict]:
         for group in ("tokenizer", "tokenizer_config")
     )
     kind = tokens.get("tokenizer_type")
-    if kind not in SUPPORTED:
-        raise GGUFError(
-            f"GGUF tokenizer type '{kind}' is not supported (supported: {', '.join(SUPPORTED)})",
-            kind="unsupported",
-        )
+    if kind not in TOKENIZER_MODELS:  # a file that did not go through its architecture's plan
+        raise GGUFError(f"GGUF tokenizer type '{kind}' is not supported", kind="unsupported")
     if kind == "gpt2":
         tokens.setdefault("merges", [])  # a byte vocabulary without merges writes none
     if kind == "llama":

@@ -17,6 +17,7 @@ ARCHITECTURE_MODULES = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3
 MAX_LAYERS = 1024
 MAX_CONTEXT = 1 << 24  # the longest context a real file declares is ~10M tokens
 MAX_WIDTH = 1 << 20
+TOKENIZER_MODELS = ("gpt2", "llama")  # tokenizer.ggml.model values LMX builds tokenizers for
 
 _registry: dict[str, Architecture] = {}
 
@@ -176,6 +177,12 @@ class Architecture:
         tokens = f.get("tokenizer.ggml.tokens")
         if not tokens:
             raise GGUFError("the file has no vocabulary (tokenizer.ggml.tokens); it is incomplete")
+        kind = f.get("tokenizer.ggml.model")
+        if kind not in TOKENIZER_MODELS:
+            raise GGUFError(
+                f"GGUF tokenizer type '{kind}' is not supported (supported: {', '.join(TOKENIZER_MODELS)})",
+                kind="unsupported",
+            )
         config["vocab_size"] = embed.shape[0]
         config["tie_word_embeddings"] = "output.weight" not in f.tensors
         return Plan(config, names, self, vocab_tokens=len(tokens))
