@@ -87,6 +87,9 @@ def validate() -> None:
             "LMX_PROMPT_CACHE_DISK_BYTES must be >= 0 (0: no disk tier) and LMX_PROMPT_CACHE_BLOCK "
             "a number of tokens from 16 to 65536"
         )
+    keys = str(get("LMX_API_KEYS")).strip()
+    if keys.startswith(("/", "~", "./")) and "," not in keys and not Path(keys).expanduser().is_file():
+        raise ImproperlyConfigured(f"LMX_API_KEYS names the file {keys!r}, which does not exist")
     from inference import aliases
 
     aliases.all_aliases()  # a malformed LMX_MODEL_ALIASES fails here

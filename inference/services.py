@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from inference import aliases, memory, pool, resolve, signals, store
+from inference import aliases, memory, pool, resolve, signals, store_index
 from inference.errors import InvalidRequest, LMXError, ModelNotFound
 from inference.runtime import get_engine
 from inference.store import ModelSpec
@@ -22,7 +22,7 @@ expiry_task: asyncio.Task | None = None  # run_expiry, once the server runs
 
 async def models_scan() -> list[ModelSpec]:
     """Scan the disk; subscribers bring the inventory in line with it."""
-    specs = await asyncio.to_thread(store.scan)
+    specs = await asyncio.to_thread(store_index.index.models)
     loaded_ids = [m.spec.id for m in get_engine().models]
     await signals.models_scanned.asend(
         sender=ModelSpec, specs=[s.as_dict() for s in specs], loaded_ids=loaded_ids
@@ -72,7 +72,7 @@ def model_state(spec: ModelSpec) -> dict:
 
 
 async def _resolve(ref: str) -> ModelSpec:
-    specs = await asyncio.to_thread(store.scan)
+    specs = await asyncio.to_thread(store_index.index.models)
     local = await asyncio.to_thread(resolve.resolve_local, ref, specs)
     if local is not None:
         return local

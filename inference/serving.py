@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 
-from inference import aliases, conf, memory, pool, resolve, services, signals, store
+from inference import aliases, conf, memory, pool, resolve, services, signals, store_index
 from inference.errors import InvalidRequest, ModelNotFound, NoModelLoaded, OomUnloaded
 from inference.prompt_bounds import refuse_too_long
 from inference.requests import ChatRequest, CompletionRequest, SamplingParams
@@ -33,7 +33,7 @@ async def ensure_model(name: str, *, keep_alive: float | None = None):
     loaded = pool.resident_named(name)
     if loaded is None:
         name = aliases.resolve(name)
-        specs = await asyncio.to_thread(store.scan)
+        specs = await asyncio.to_thread(store_index.index.models)
         spec = resolve.find(name, specs)
         if spec is None and not name.lower().endswith(".gguf"):
             spec = resolve.find(f"{name}.gguf", specs)

@@ -28,7 +28,7 @@ from inference.errors import (
     error_body,
     to_lmx_error,
 )
-from lmx_site import json_body, origins
+from lmx_site import api_keys, json_body, origins
 
 log = logging.getLogger("lmx.http")
 
@@ -125,6 +125,8 @@ class JsonConsumer(DirectDispatch, AsyncHttpConsumer):
                 raise LMXError(
                     "This endpoint needs 'Authorization: Bearer <LMX_ADMIN_TOKEN>'.", kind=UNAUTHORIZED
                 )
+            if self.scope["path"].startswith("/v1/") and not api_keys.key_ok(self.scope):
+                raise LMXError(api_keys.REFUSAL, kind=UNAUTHORIZED)
             method = self.scope["method"]
             if method not in self.methods:
                 raise InvalidRequest(

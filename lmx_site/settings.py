@@ -105,6 +105,7 @@ LMX_EXTRA_MODEL_DIRS = [Path(p).expanduser() for p in env.list("LMX_EXTRA_MODEL_
 LMX_HF_CACHE = env.str("LMX_HF_CACHE", default="")  # empty: huggingface_hub's own cache
 LMX_DEFAULT_MODEL = env.str("LMX_DEFAULT_MODEL", default="SmolLM2-135M-Instruct")
 LMX_ADMIN_TOKEN = env.str("LMX_ADMIN_TOKEN", default="")
+LMX_API_KEYS = env.str("LMX_API_KEYS", default="")  # keys for /v1/*: comma-separated, or a file
 LMX_MAX_CONCURRENT = env.int("LMX_MAX_CONCURRENT", default=32)
 LMX_MAX_QUEUE = env.int("LMX_MAX_QUEUE", default=64)
 LMX_REQUEST_TIMEOUT_S = env.float("LMX_REQUEST_TIMEOUT_S", default=600.0)
@@ -122,6 +123,9 @@ LMX_PROMPT_CACHE_DIR = Path(
 ).expanduser()
 LMX_PROMPT_CACHE_DISK_BYTES = env.int("LMX_PROMPT_CACHE_DISK_BYTES", default=10 * 1024**3)
 LMX_PROMPT_CACHE_BLOCK = env.int("LMX_PROMPT_CACHE_BLOCK", default=256)  # tokens a disk block holds
+# The model store's scan: how long a request waits for a new scan, how often the watcher looks
+LMX_STORE_SCAN_WAIT_S = env.float("LMX_STORE_SCAN_WAIT_S", default=5.0)
+LMX_STORE_POLL_S = env.float("LMX_STORE_POLL_S", default=2.0)
 LMX_EVENTS_THROUGHPUT_S = env.float("LMX_EVENTS_THROUGHPUT_S", default=1.0)
 LMX_EVENTS_MEMORY_S = env.float("LMX_EVENTS_MEMORY_S", default=1.0)
 LMX_EVENTS_HEARTBEAT_S = env.float("LMX_EVENTS_HEARTBEAT_S", default=5.0)

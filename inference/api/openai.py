@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
-from inference import aliases, serving, shutdown, store
+from inference import aliases, serving, shutdown, store_index
 from inference.api.protocol import chat, completions
 from inference.api.protocol.common import Usage
 from inference.errors import error_body
@@ -18,7 +18,7 @@ from lmx_site.consumers import SSE_HEADERS, JsonConsumer, StreamingConsumer, rec
 
 class ModelsListConsumer(JsonConsumer):
     async def get(self, body: bytes) -> None:
-        specs = await asyncio.to_thread(store.scan)
+        specs = await asyncio.to_thread(store_index.index.models)
         resident = {m.spec.path for m in get_engine().models}
         data = [
             {

@@ -11,9 +11,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from inference import serving, shutdown
 from inference.api.protocol import chat
-from inference.errors import INTERNAL, InvalidRequest, LMXError, error_body, to_lmx_error
+from inference.errors import INTERNAL, UNAUTHORIZED, InvalidRequest, LMXError, error_body, to_lmx_error
 from inference.wire import Done, Failed, Reasoning, Text, ToolCalls
-from lmx_site import json_body
+from lmx_site import api_keys, json_body
 from lmx_site.consumers import DirectDispatch, record_error
 
 log = logging.getLogger("lmx.ws")
@@ -23,6 +23,9 @@ class ChatStreamConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def connect(self):
         self._task: asyncio.Task | None = None
         await self.accept()
+        if not api_keys.key_ok(self.scope):  # accepted first so the client reads why
+            await self._fail(LMXError(api_keys.REFUSAL, kind=UNAUTHORIZED))
+            await self.close(code=1008)
 
     async def disconnect(self, code):
         if self._task is not None and not self._task.done():

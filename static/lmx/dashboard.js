@@ -613,7 +613,8 @@
     try {
       const res = await fetch("/v1/chat/completions", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        // with LMX_API_KEYS set, /v1 takes the admin token as well as a key
+        headers: withAuth({ "Content-Type": "application/json" }),
         signal: controller.signal,
         body: JSON.stringify({
           model,
@@ -631,6 +632,7 @@
         } catch {
           // not JSON: keep the status line
         }
+        if (res.status === 401) askToken(tokenReason(e.message));
         throw new ApiError(res.status, e.code, e.message);
       }
       await readSse(res.body, (data) => {

@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from inference import conf
+from lmx_site import api_keys
 
 log = logging.getLogger("lmx")
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
         port = port or conf.get("LMX_PORT")
         model = conf.get("LMX_DEFAULT_MODEL") if model is None else model
         log.info("LMX starting on %s:%s", host, port)
+        api_keys.warn_if_open(host)
         runtime.get_engine()  # the engine process says which speed-ups it runs
         if model:
             threading.Thread(
