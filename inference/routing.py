@@ -9,6 +9,7 @@ http_patterns = [
     path("readyz", probes.readyz_app),
     path("admin/models/load", admin.LoadConsumer.as_asgi()),
     path("admin/models/unload", admin.UnloadConsumer.as_asgi()),
+    path("admin/models/pull", admin.PullConsumer.as_asgi()),
     path("v1/models", openai.ModelsListConsumer.as_asgi()),
     path("v1/chat/completions", openai.ChatCompletionsConsumer.as_asgi()),
     path("v1/completions", openai.CompletionsConsumer.as_asgi()),

@@ -81,6 +81,28 @@ async def _resolve(ref: str) -> ModelSpec:
         return await asyncio.to_thread(resolve.resolve, ref, specs, allow_download=True)
 
 
+async def model_pull(*, ref: str) -> dict:
+    """Download a hub model into the cache without loading it (progress as `downloading`
+    model events); one already on disk is not fetched again."""
+    if not resolve.HUB_ID.match(ref):
+        raise InvalidRequest(
+            f"'{ref}' is not a Hugging Face model id (owner/name, e.g. mlx-community/Qwen3-4B-4bit)."
+        )
+    specs = await asyncio.to_thread(store_index.index.models)
+    local = await asyncio.to_thread(resolve.resolve_local, ref, specs)
+    spec = local or await _resolve(ref)
+    if local is None:
+        await models_scan()  # the inventory lists it before the answer
+    return {
+        "success": True,
+        "model": spec.id,
+        "path": spec.path,
+        "format": spec.format,
+        "size_bytes": spec.size_bytes,
+        "downloaded": local is None,
+    }
+
+
 _pool_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 

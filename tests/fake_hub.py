@@ -8,15 +8,24 @@ import hashlib
 import json
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 COMMIT = "0" * 40
+CHUNK = 256 * 1024
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, list[dict]], *, files: dict[str, dict[str, Path]] | None = None):
+    def __init__(
+        self,
+        repos: dict[str, list[dict]],
+        *,
+        files: dict[str, dict[str, Path]] | None = None,
+        bytes_per_s: float | None = None,
+    ):
         self.files = files or {}
+        self.bytes_per_s = bytes_per_s  # a slow link, so a download's progress can be watched
         self.repos = dict(repos)
         for repo, named in self.files.items():
             self.repos[repo] = [
@@ -67,7 +76,11 @@ class FakeHub:
                 self.end_headers()
                 if body:
                     with path.open("rb") as f:
-                        shutil.copyfileobj(f, self.wfile)
+                        if hub.bytes_per_s is None:
+                            shutil.copyfileobj(f, self.wfile)
+                        while hub.bytes_per_s and (chunk := f.read(CHUNK)):
+                            self.wfile.write(chunk)
+                            time.sleep(len(chunk) / hub.bytes_per_s)
 
             def _send(self, status: int, body: bytes, headers: dict) -> None:
                 self.send_response(status)

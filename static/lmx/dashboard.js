@@ -251,6 +251,7 @@
   let totalGb = 0; // device memory, for each model's share
   let fetchedAt = 0; // when `models` came: TTL countdowns run from it
   const pending = new Map(); // model id -> {action, since}
+  const downloads = new Map(); // hub id -> {bytes_done, bytes_total}: `downloading` model events
 
   function stateOf(m) {
     if (pending.get(m.id)?.action === "load" || m.state === "loading") return "loading";
@@ -275,8 +276,32 @@
   function renderModels() {
     const tbody = $("models-table").querySelector("tbody");
     tbody.replaceChildren();
-    if (!models.length) {
+    if (!models.length && !downloads.size) {
       tbody.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No models on disk.")));
+    }
+    for (const [id, d] of downloads) {
+      const pct = d.bytes_total ? Math.min(100, (d.bytes_done / d.bytes_total) * 100) : 0;
+      tbody.append(
+        el(
+          "tr",
+          { dataset: { download: id } },
+          el("td", { class: "model-id" }, id, el("div", { class: "muted small-text" }, "hf-cache")),
+          el("td", {}, "mlx"),
+          el("td", {}, fmtBytes(d.bytes_total)),
+          el("td", {}, "–"),
+          el(
+            "td",
+            { class: "state-cell" },
+            el(
+              "span",
+              { class: "state", dataset: { state: "downloading" } },
+              el("progress", { max: "100", value: pct.toFixed(1) }),
+              ` downloading ${pct.toFixed(0)}% (${fmtBytes(d.bytes_done)})`,
+            ),
+          ),
+          el("td", {}),
+        ),
+      );
     }
     for (const m of models) {
       const busy = pending.size > 0;
@@ -458,6 +483,14 @@
         showThroughput(ev);
         break;
       case "model_event":
+        if (ev.action === "downloading") {
+          if (ev.bytes_done < ev.bytes_total) {
+            downloads.set(ev.model, ev);
+            renderModels();
+            break;
+          }
+          downloads.delete(ev.model); // whole: the model is on disk, listed by the refresh
+        }
         refreshModels();
         break;
       case "error":

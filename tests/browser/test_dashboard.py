@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import GGUF_ID, MLX_ID, wait_for
+from tests.fake_hub import FakeHub
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -310,3 +313,32 @@ def test_admin_token_is_asked_once_and_kept_for_the_browser_session(make_server,
 
     other = open_dashboard(srv)  # a new browser session asks again
     expect(other.page.locator("#token-dialog")).to_be_visible()
+
+
+def test_a_hub_download_shows_its_progress_then_the_model(make_server, open_dashboard, model_store):
+    """`downloading` model events (from `lmx pull` or a load of a hub id) draw a progress row that
+    becomes the model's own row once the files are whole."""
+    repo = "lmx-test/SmolLM2-page-mirror"
+    files = {p.name: p for p in (model_store / MLX_ID).iterdir() if p.is_file()}
+    hub = FakeHub({}, files={repo: files}, bytes_per_s=sum(p.stat().st_size for p in files.values()) / 5)
+    try:
+        srv = make_server(env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"})
+        dash = open_dashboard(srv)
+        page = dash.page
+        expect(page.locator("#health")).to_have_attribute("data-state", "connected")
+        pull = threading.Thread(
+            target=lambda: httpx.post(srv.url + "/admin/models/pull", json={"model": repo}, timeout=120)
+        )
+        pull.start()
+        row = page.locator(f'#models-table tr[data-download="{repo}"]')
+        expect(row.locator(".state")).to_contain_text("downloading")
+        shown = [float(row.locator("progress").get_attribute("value"))]
+        wait_for(lambda: float(row.locator("progress").get_attribute("value") or 0) > shown[0], timeout=10)
+        shown.append(float(row.locator("progress").get_attribute("value")))
+        assert shown[1] > shown[0]  # it moves while the bytes come
+        pull.join(timeout=120)
+        expect(row).to_have_count(0)
+        expect(model_row(page, repo).locator(".state")).to_have_text("idle")
+        assert not dash.console_errors
+    finally:
+        hub.close()

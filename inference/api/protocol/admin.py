@@ -1,5 +1,5 @@
-"""POST /admin/models/load and /admin/models/unload: which model to make resident, how, and for
-how long; which to let go."""
+"""POST /admin/models/load, /unload and /pull: which model to make resident, how, and for how
+long; which to let go; which to fetch from the hub."""
 
 from __future__ import annotations
 
@@ -95,3 +95,28 @@ class UnloadResult(BaseModel):
     model: str | None = None
     models: list[str] = Field(description="Every model unloaded.")
     freed_vram_gb: float
+
+
+class PullRequest(Shape):
+    missing = {"model": "give a Hugging Face model id (owner/name)."}
+
+    model: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=193,
+            pattern=r"\S",
+            description="A Hugging Face model id (owner/name); progress comes as `downloading` model "
+            "events on /admin/events.",
+        ),
+        explain("must be a Hugging Face model id (owner/name) of at most 193 characters."),
+    ]
+
+
+class PullResult(BaseModel):
+    success: bool
+    model: str
+    path: str
+    format: str
+    size_bytes: int
+    downloaded: bool = Field(description="False when the model was already on disk.")

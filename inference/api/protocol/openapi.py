@@ -56,6 +56,7 @@ OPERATIONS = [
         admin.UnloadResult,
         False,
     ),
+    ("/admin/models/pull", "post", "Download a hub model", admin.PullRequest, admin.PullResult, False),
 ]
 OPTIONAL_BODIES = {"/admin/models/unload"}  # no body: every resident model
 STREAMED_CHUNKS = {
