@@ -88,3 +88,10 @@ def test_mlx_lm_internals_are_touched_only_in_mlx_compat():
     ]
     assert outside == []
     assert all(Path(compat / name).exists() for name in ("generator.py", "batch_layers.py", "attention.py"))
+
+
+def test_the_cli_speaks_http_only():
+    """`lmx` runs from any machine that reaches the server: no Django, no MLX, no LMX internals."""
+    for prefix in ("django", "mlx", "mlx_lm", "inference", "monitoring", "lmx_site", "benchmarks"):
+        assert _offenders(["lmx_cli"], prefix) == []
+    assert _offenders(["inference", "monitoring", "lmx_site"], "lmx_cli") == []
