@@ -11,7 +11,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A service names its .env (LMX_ENV_FILE, written by `manage.py lmx_service install`); variables
+# already in the environment win over the file.
+ENV_FILE = Path(os.environ.get("LMX_ENV_FILE") or BASE_DIR / ".env").expanduser()
+environ.Env.read_env(ENV_FILE, overwrite=False)
 
 DATA_DIR = Path(env.str("LMX_DATA_DIR", default=str(BASE_DIR / "var"))).expanduser()
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file lives here by default
