@@ -215,7 +215,7 @@ def status(server: Server, args: argparse.Namespace) -> int:
     if args.json:
         render.dump({"readyz": ready, "memory": memory, "throughput": throughput})
         return 0 if ready.get("ready") else 1
-    state = "ready" if ready.get("ready") else f"not ready ({ready.get('reason') or ready.get('status')})"
+    state = "ready" if ready.get("ready") else f"not ready ({ready.get('error', 'unknown')})"
     print(f"LMX at {server.url}: {state}")
     if ready.get("models"):
         print(f"  resident:   {', '.join(ready['models'])} (most recent: {ready.get('model')})")

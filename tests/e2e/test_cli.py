@@ -86,7 +86,7 @@ def test_pull_load_ps_unload_ls_against_a_guarded_server(make_server, model_stor
     assert unloaded.returncode == 0 and f"Unloaded {GGUF_ID}" in unloaded.stdout
     assert "No model is resident" in lmx(srv, "ps").stdout
     status = lmx(srv, "status")
-    assert status.returncode == 1 and "not ready" in status.stdout  # nothing resident
+    assert status.returncode == 1 and "not ready (no-model-loaded)" in status.stdout  # nothing resident
     assert lmx(srv, "unload").returncode == 2  # neither a model nor --all
 
 

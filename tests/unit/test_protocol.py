@@ -128,3 +128,11 @@ def test_keep_alive_takes_what_ollama_takes(sent, seconds):
 def test_a_keep_alive_that_is_no_duration_is_refused_by_name(sent):
     with pytest.raises(InvalidRequest, match="keep_alive"):
         chat_request({"model": "m", "messages": Q, "keep_alive": sent})
+
+
+@pytest.mark.parametrize("sent", ["¢{4ò¢", "{field}", "}{", "{0}"])
+def test_braces_in_a_refused_value_are_quoted_not_formatted(sent):
+    """The message quotes the client's value; braces in it once raised ValueError (a 500)."""
+    with pytest.raises(InvalidRequest) as refused:
+        chat_request({"model": "m", "messages": Q, "keep_alive": sent})
+    assert "keep_alive" in refused.value.message and "is not a duration" in refused.value.message

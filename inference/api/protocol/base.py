@@ -215,7 +215,8 @@ def _message(model: type[Shape], errors: list[dict]) -> str:
     where = place(error["loc"])
     if error["type"] == "lmx":
         ctx = error["ctx"]
-        text = ctx["text"].format(field=where, value=ctx.get("value"))
+        # placeholders replaced, not str.format: the text may quote the client's value, braces and all
+        text = ctx["text"].replace("{field}", where).replace("{value}", str(ctx.get("value")))
         return text if "{field}" in ctx["text"] or not where else f"Field '{where}' {text}"
     if error["type"] == "missing" and len(clean(error["loc"])) > 1:
         loc = clean(error["loc"])

@@ -52,7 +52,7 @@ class MessageIn(Shape):
         Annotated[
             str | list[TextPart],
             explain(
-                "{field} must be a string or a list of text parts {{'type': 'text', 'text': '...'}}; "
+                "{field} must be a string or a list of text parts {'type': 'text', 'text': '...'}; "
                 "this model takes text only."
             ),
         ]
@@ -144,7 +144,7 @@ ToolChoice = Annotated[
     Literal["none", "auto", "required"] | NamedToolChoice,
     explain(
         "must be 'none', 'auto', 'required' or a named function: "
-        "{{'type': 'function', 'function': {{'name': ...}}}}."
+        "{'type': 'function', 'function': {'name': ...}}."
     ),
 ]
 

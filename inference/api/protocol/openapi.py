@@ -94,6 +94,34 @@ PLAIN = {  # paths with no body models
         {"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"}}},
     ),
 }
+PLAIN_ERRORS = {
+    "/readyz": {
+        "503": {
+            "description": "Not ready: no model resident (or unloaded by the memory guardian)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "ready": {"const": False},
+                            "error": {"enum": ["no-model-loaded", "oom-unloaded"]},
+                        },
+                    }
+                }
+            },
+        }
+    }
+}
+
+
+def _event(data: dict, description: str) -> dict:
+    """One Server-Sent Event, as OpenAPI describes an event stream: its fields, `data` typed."""
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["data"],
+        "properties": {"event": {"type": "string"}, "id": {"type": "string"}, "data": data},
+    }
 
 
 @functools.cache
@@ -116,15 +144,21 @@ def document() -> dict:
         content = {"application/json": {"schema": refs[(response, "serialization")]}}
         if streams and path not in STREAMED_CHUNKS:
             content["text/event-stream"] = {
-                "schema": {"type": "string", "description": "With `stream: true`: the API's named events."}
+                "schema": _event(
+                    {"type": "string", "contentMediaType": "application/json"},
+                    "With `stream: true`: the API's named events, each a JSON object.",
+                )
             }
         elif streams:
+            chunk = refs[(STREAMED_CHUNKS[path], "serialization")]
+            json_chunk = {"type": "string", "contentMediaType": "application/json", "contentSchema": chunk}
+            json_error = {**json_chunk, "contentSchema": refs[(ErrorResponse, "serialization")]}
             content["text/event-stream"] = {
-                "schema": {
-                    "type": "string",
-                    "description": "With `stream: true`: `data: <chunk>` events, then `data: [DONE]`.",
-                },
-                "x-lmx-chunk": refs[(STREAMED_CHUNKS[path], "serialization")],
+                "schema": _event(
+                    {"anyOf": [{"const": "[DONE]"}, json_chunk, json_error]},
+                    "With `stream: true`: `data: <chunk>` events (or an error object), then `data: [DONE]`.",
+                ),
+                "x-lmx-chunk": chunk,
             }
         operation = {
             "summary": summary,
@@ -145,7 +179,8 @@ def document() -> dict:
                 "operationId": f"get_{path.strip('/').replace('/', '_')}",
                 "responses": {
                     "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
-                },
+                }
+                | PLAIN_ERRORS.get(path, {}),
             }
         }
     stored = {"content": {"application/json": {"schema": refs[(responses.ResponseObject, "serialization")]}}}

@@ -147,7 +147,7 @@ class ResponsesRequest(Request):
     tool_choice: (
         Annotated[
             Literal["none", "auto", "required"] | FunctionChoice,
-            explain("must be 'none', 'auto', 'required' or {{'type': 'function', 'name': ...}}."),
+            explain("must be 'none', 'auto', 'required' or {'type': 'function', 'name': ...}."),
         ]
         | None
     ) = None

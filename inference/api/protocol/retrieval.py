@@ -55,7 +55,7 @@ class DocumentText(Shape):
     text: str
 
 
-Document = Annotated[str | DocumentText, explain("{field} must be a non-empty string or {{'text': '...'}}.")]
+Document = Annotated[str | DocumentText, explain("{field} must be a non-empty string or {'text': '...'}.")]
 
 
 class RerankingRequest(Request):

@@ -229,7 +229,7 @@ def _probe(url: str) -> str:
         return f"{url}/readyz answered {answer.status_code} without JSON"
     if answer.status_code == 200 and body.get("ready"):
         return f"ready at {url} (models: {', '.join(body.get('models') or [body.get('model')])})"
-    return f"up at {url} but not ready: {body.get('reason') or body.get('status') or answer.status_code}"
+    return f"up at {url} but not ready: {body.get('error') or answer.status_code}"
 
 
 def _remove_empty_parents(folder: Path, *, stop: Path) -> None:
