@@ -20,6 +20,7 @@ REFUSAL = (
     "with one of LMX_API_KEYS."
 )
 _file_cache: dict[str, tuple[int, tuple[bytes, ...]]] = {}
+_unreadable: set[str] = set()
 
 
 def _from_file(path: Path) -> tuple[bytes, ...]:
@@ -32,17 +33,37 @@ def _from_file(path: Path) -> tuple[bytes, ...]:
     return cached[1]
 
 
+def _configured() -> str:
+    return (conf.get("LMX_API_KEYS") or "").strip()
+
+
+def _names_file(value: str) -> bool:
+    return value.startswith(("/", "~", "./", "../")) or ("," not in value and Path(value).is_file())
+
+
 def keys() -> tuple[bytes, ...]:
-    value = (conf.get("LMX_API_KEYS") or "").strip()
+    """The keys that open /v1/*; none when LMX_API_KEYS is unset, or names a file that cannot
+    be read (then nothing opens the routes: a lost key file never leaves them open)."""
+    value = _configured()
     if not value:
         return ()
-    if "," not in value and Path(value).expanduser().is_file():
-        return _from_file(Path(value).expanduser())
+    if _names_file(value):
+        try:
+            found = _from_file(Path(value).expanduser())
+        except OSError as exc:
+            if value not in _unreadable:  # once, not on every request
+                _unreadable.add(value)
+                log.error(
+                    "LMX_API_KEYS names %s, which cannot be read (%s): /v1/* refuses every key", value, exc
+                )
+            return ()
+        _unreadable.discard(value)
+        return found
     return tuple(k.strip().encode() for k in value.split(",") if k.strip())
 
 
 def required() -> bool:
-    return bool(keys())
+    return bool(_configured())
 
 
 def _given(scope) -> bytes:
@@ -62,9 +83,9 @@ def _given(scope) -> bytes:
 def key_ok(scope) -> bool:
     """Whether the request may use /v1/*: no keys are set, or it sends one of them (or the admin
     token). Every key is compared, in constant time, whichever matches."""
-    allowed = keys()
-    if not allowed:
+    if not required():
         return True
+    allowed = keys()
     given = _given(scope)
     token = (conf.get("LMX_ADMIN_TOKEN") or "").encode()
     ok = False
