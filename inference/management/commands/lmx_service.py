@@ -70,6 +70,8 @@ class Command(BaseCommand):
             for step in steps:
                 self.stdout.write(f"  {' '.join(step)}")
             return
+        for step in _replace_steps(service):  # an earlier install of it: stopped first
+            _run(step)
         for step in steps:
             failed = _run(step)
             if failed:
@@ -162,11 +164,22 @@ def _last_lines(path: Path, n: int) -> list[str]:
 def _register_steps(service: Service) -> list[list[str]]:
     if service.kind == "launchd":
         domain = f"gui/{os.getuid()}"
-        return [["launchctl", "bootstrap", domain, str(service.path)]]
+        return [
+            ["launchctl", "enable", f"{domain}/{LABEL}"],  # a label once disabled would not bootstrap
+            ["launchctl", "bootstrap", domain, str(service.path)],
+        ]
     return [
         ["systemctl", "--user", "daemon-reload"],
-        ["systemctl", "--user", "enable", "--now", f"{NAME}.service"],
+        ["systemctl", "--user", "enable", f"{NAME}.service"],
+        ["systemctl", "--user", "restart", f"{NAME}.service"],  # started, or restarted on the new unit
     ]
+
+
+def _replace_steps(service: Service) -> list[list[str]]:
+    """Installing over a loaded agent: launchd refuses a second bootstrap of the same label."""
+    if service.kind == "launchd":
+        return [["launchctl", "bootout", f"gui/{os.getuid()}/{LABEL}"]]
+    return []
 
 
 def _unregister_steps(service: Service) -> list[list[str]]:
