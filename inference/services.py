@@ -76,6 +76,11 @@ async def _resolve(ref: str) -> ModelSpec:
     local = await asyncio.to_thread(resolve.resolve_local, ref, specs)
     if local is not None:
         return local
+    return await _fetch(ref, specs)
+
+
+async def _fetch(ref: str, specs: list[ModelSpec]) -> ModelSpec:
+    """A ref not on disk: downloaded when it is a hub id, else ModelNotFound."""
     lock = _download_locks.setdefault(ref, asyncio.Lock())
     async with lock:  # one download per repo, however many callers ask
         return await asyncio.to_thread(resolve.resolve, ref, specs, allow_download=True)
@@ -90,7 +95,7 @@ async def model_pull(*, ref: str) -> dict:
         )
     specs = await asyncio.to_thread(store_index.index.models)
     local = await asyncio.to_thread(resolve.resolve_local, ref, specs)
-    spec = local or await _resolve(ref)
+    spec = local or await _fetch(ref, specs)
     if local is None:
         await models_scan()  # the inventory lists it before the answer
     return {
