@@ -28,6 +28,8 @@ INSUFFICIENT_MEMORY = ErrorCode("insufficient-memory", 503, "warning")
 LMX_TIMEOUT = ErrorCode("lmx-timeout", 504, "warning")
 STORAGE_FULL = ErrorCode("storage-full", 507, "error")
 INTERNAL = ErrorCode("internal-error", 500, "error")
+# A rank of a distributed group died or stopped answering: the group cannot step any more.
+DISTRIBUTED_RANK_LOST = ErrorCode("distributed-rank-lost", 503, "critical")
 
 
 class LMXError(Exception):
@@ -74,6 +76,19 @@ class OomUnloaded(LMXError):
         self,
         message: str = "The model was unloaded to prevent running out of memory. "
         "Free memory and reload a model (possibly smaller).",
+        **kw,
+    ):
+        kw.setdefault("retry_after", 30)
+        super().__init__(message, **kw)
+
+
+class DistributedRankLost(LMXError):
+    kind = DISTRIBUTED_RANK_LOST
+
+    def __init__(
+        self,
+        message: str = "A rank of LMX's distributed group was lost (see the server log). "
+        "Restart LMX with every rank running.",
         **kw,
     ):
         kw.setdefault("retry_after", 30)

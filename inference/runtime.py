@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 
-from inference import conf, signals
+from inference import blas, conf, launch, signals
 from inference.client import EngineClient
 from inference.client.process import ProcessEngineClient
 
@@ -20,16 +22,37 @@ def get_engine() -> EngineClient:
             if _engine is None:
                 conf.validate()
                 _engine = ProcessEngineClient(
-                    max_concurrent=conf.get("LMX_MAX_CONCURRENT"),
                     max_queue=conf.get("LMX_MAX_QUEUE"),
-                    prompt_cache_size=conf.get("LMX_PROMPT_CACHE_SIZE"),
-                    prompt_cache_bytes=conf.get("LMX_PROMPT_CACHE_BYTES"),
-                    disk_cache=conf.disk_cache(),
                     listeners=[_announce],
                     reload=_reload,
                     log_speedups=True,
+                    **engine_options(),
                 ).start()
     return _engine
+
+
+def engine_options() -> dict:
+    """The engine's settings, alike on every rank of a group (inference.launch)."""
+    group = launch.group_settings()
+    return {
+        "max_concurrent": conf.get("LMX_MAX_CONCURRENT"),
+        "prompt_cache_size": conf.get("LMX_PROMPT_CACHE_SIZE"),
+        "prompt_cache_bytes": conf.get("LMX_PROMPT_CACHE_BYTES"),
+        # Not in a group: a rank would find on its disk what another has not written yet.
+        "disk_cache": conf.disk_cache() if group is None else None,
+        "distributed": group,
+    }
+
+
+def follow() -> int:
+    """This process is a rank other than 0: follow rank 0's engine until it stops the group."""
+    library = blas.preload_library()
+    if library is not None and not blas.openblas_loaded():  # as rank 0's engine process starts
+        env = {**os.environ, "LD_PRELOAD": ":".join(p for p in (library, os.environ.get("LD_PRELOAD")) if p)}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    from inference.engine.process import follow as follow_rank  # this process is an engine rank
+
+    return follow_rank(engine_options())
 
 
 def running() -> EngineClient | None:

@@ -175,6 +175,7 @@ class LoadedInfo:
     options: LoadOptions = DEFAULT_OPTIONS
     model_context_length: int = 0  # the model's own, before options.context_length
     max_token_bytes: int = 0  # the longest token's text, in UTF-8 bytes (0: not known)
+    sharding: str | None = None  # across a distributed group: "tensor" or "pipeline"
 
     @property
     def vram_gb(self) -> float:
@@ -204,6 +205,19 @@ class MemoryFigures:
     cache: int = 0
     total: int = 0  # device memory; 0 where the backend does not say
     kv_cache: tuple[tuple[str, int], ...] = ()  # (model path, bytes of keys and values it holds)
+    ranks: tuple[int, ...] = ()  # a distributed group's active bytes, by rank (rank 0's is `active`)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A distributed group of engine processes (mx.distributed): rank 0 serves HTTP and schedules,
+    the others follow its steps on their shards."""
+
+    size: int
+    backend: str
+    hosts: tuple[str, ...]  # by rank
+    sharding: str  # LMX_SHARDING: auto, tensor or pipeline
+    lost: str | None = None  # why the group cannot step any more (a rank died or stopped answering)
 
 
 @dataclass
@@ -265,6 +279,7 @@ class Load:
     call: int
     spec: ModelSpec
     options: LoadOptions = DEFAULT_OPTIONS
+    loaded_at: float | None = None  # set by rank 0 of a group, so every rank names the load alike
 
 
 @dataclass(frozen=True)
@@ -397,6 +412,7 @@ class EngineState:
     models: tuple[LoadedInfo, ...]  # the resident models, in load order
     loading: str | None
     oom_unloaded: frozenset[str]  # paths of models the guardian unloaded, until loaded again
+    group: GroupInfo | None = None  # a distributed group's description; None on one process
 
 
 Message = Reply | StepEvents | RequestRefused | EngineState | ModelEvent

@@ -143,6 +143,13 @@ LMX_PREFILL_BUCKETS = env.str(
 LMX_SHORT_ATTENTION = env.str(
     "LMX_SHORT_ATTENTION", default="auto"
 )  # auto | on | off (inference.engine.mlx_compat.attention)
+# Scale-out (inference.engine.distributed): how a model is split over a group's ranks, how long
+# rank 0 waits on the group before it calls a rank lost, and the backend mx.distributed uses.
+LMX_SHARDING = env.str("LMX_SHARDING", default="auto")  # auto | tensor | pipeline
+LMX_DISTRIBUTED_TIMEOUT_S = env.float("LMX_DISTRIBUTED_TIMEOUT_S", default=60.0)
+LMX_DISTRIBUTED_BACKEND = env.str(
+    "LMX_DISTRIBUTED_BACKEND", default="ring"
+)  # ring | jaccl | nccl | mpi | any
 LMX_MEMORY_WARNING_PCT = env.float("LMX_MEMORY_WARNING_PCT", default=85.0)
 LMX_MEMORY_CRITICAL_PCT = env.float("LMX_MEMORY_CRITICAL_PCT", default=90.0)
 

@@ -19,6 +19,10 @@ def healthz() -> tuple[int, dict, list]:
 
 def readyz() -> tuple[int, dict, list]:
     engine = get_engine()
+    group = engine.group
+    if group is not None and group.lost:
+        body = {"ready": False, "error": "distributed-rank-lost", "reason": group.lost}
+        return 503, body, [(b"retry-after", b"30")]
     loaded = engine.loaded
     if loaded is not None:  # the most recently used of the resident models
         models = [m.spec.id for m in engine.models]

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import Protocol
 
 from inference.delivery import hand_out, read_events
-from inference.errors import NoModelLoaded, OomUnloaded, at_capacity
+from inference.errors import DistributedRankLost, NoModelLoaded, OomUnloaded, at_capacity
 from inference.store import ModelSpec
 from inference.wire import (
     LAST_EVENTS,
@@ -28,6 +28,7 @@ from inference.wire import (
     Event,
     Failed,
     GenerationRequest,
+    GroupInfo,
     LoadedInfo,
     LoadOptions,
     LoadResult,
@@ -64,6 +65,7 @@ class EngineClient(Protocol):
     models: tuple[LoadedInfo, ...]  # the resident models, in load order
     loading: str | None
     oom_unloaded: frozenset[str]  # paths of models the guardian unloaded, until loaded again
+    group: GroupInfo | None  # the distributed group the engine runs on, if any
     counters: EngineCounters
     memory: MemoryFigures
     listeners: list
@@ -111,6 +113,8 @@ class BaseEngineClient:
     """The streams in flight: capacity, delivery of each step's events to their event loops,
     and ending them all at a stop."""
 
+    group: GroupInfo | None = None
+
     def __init__(self, *, max_concurrent: int, max_queue: int, listeners=None):
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
@@ -153,6 +157,8 @@ class BaseEngineClient:
         model not resident, at capacity)."""
         if self._closing is not None:
             raise NoModelLoaded(self._closing)
+        if self.group is not None and self.group.lost:
+            raise group_lost(self.group)
         if self.resident(path) is None:
             raise OomUnloaded() if path in self.oom_unloaded else NoModelLoaded()
         with self._lock:
@@ -203,3 +209,10 @@ class BaseEngineClient:
                 listener(event)
             except Exception:
                 log.exception("Engine listener failed")
+
+
+def group_lost(group: GroupInfo) -> DistributedRankLost:
+    return DistributedRankLost(
+        f"LMX's distributed group of {group.size} ranks broke: {group.lost}. Requests cannot run "
+        "until LMX is restarted with every rank running."
+    )

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future
 
 from inference import blas, wire
-from inference.client import BaseEngineClient, Stream
+from inference.client import BaseEngineClient, Stream, group_lost
 from inference.errors import INTERNAL, LMXError
 from inference.heap import freeze_heap
 from inference.store import ModelSpec
@@ -40,6 +40,7 @@ class ProcessEngineClient(BaseEngineClient):
         listeners=None,
         reload=None,
         log_speedups: bool = False,
+        distributed: dict | None = None,
     ):
         super().__init__(max_concurrent=max_concurrent, max_queue=max_queue, listeners=listeners)
         self._options = {
@@ -48,6 +49,8 @@ class ProcessEngineClient(BaseEngineClient):
             "prompt_cache_bytes": prompt_cache_bytes,
             "disk_cache": disk_cache,
             "log_speedups": log_speedups,  # the engine process says which speed-ups it runs
+            # rank 0 of a group (inference.launch): backend, sharding, timeout_s
+            "distributed": distributed,
         }
         # After a crash: load a model again, `reload(info)` (blocking; runtime passes one that
         # records the load as a load through the API does).
@@ -186,6 +189,8 @@ class ProcessEngineClient(BaseEngineClient):
 
     def _send(self, message: wire.Command) -> None:
         with self._lock:
+            if self.group is not None and self.group.lost:
+                raise group_lost(self.group)
             try:
                 self._conn.send(message)
             except (OSError, ValueError) as exc:
@@ -217,6 +222,7 @@ class ProcessEngineClient(BaseEngineClient):
         }:
             freeze_heap()  # what serving the first requests left behind (a load is a pause anyway)
         self.models, self.loading, self.oom_unloaded = message.models, message.loading, message.oom_unloaded
+        self.group = message.group
 
     def _on_reply(self, message: wire.Reply) -> None:
         future = self._calls.pop(message.call, None)
@@ -234,6 +240,9 @@ class ProcessEngineClient(BaseEngineClient):
             return  # (the loser's waitpid fails, and it reads the process as alive)
         self._process.join(5)
         if self._stopping:
+            return
+        if self.group is not None and self.group.lost:
+            self._group_lost()
             return
         log.error("The engine process stopped (exit code %s); its requests failed", self._process.exitcode)
         had, loading = self.models, self.loading
@@ -263,6 +272,23 @@ class ProcessEngineClient(BaseEngineClient):
                 self._reload(info)  # on the dead process's reader thread: nothing else waits on it
             except Exception as exc:  # noqa: BLE001 - logged; the server serves on without it
                 log.error("Reloading %s failed: %s", info.spec.id, getattr(exc, "message", exc))
+
+    def _group_lost(self) -> None:
+        """A rank of the group was lost and rank 0's engine ended: what it held fails with
+        distributed-rank-lost. Not restarted: the other ranks are not there to follow it."""
+        log.error("Distributed group lost (%s); its requests failed, /readyz reports it", self.group.lost)
+        had, self.models, self.loading = self.models, (), None
+        for info in had:
+            event = wire.ModelEvent(
+                wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="distributed-rank-lost"
+            )
+            self._notify(event.as_dict())
+        error = group_lost(self.group)
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        self._deliver([(rid, wire.Failed(error)) for rid in list(self._streams)])
+        for future in calls.values():
+            future.set_exception(error)
 
 
 def _engine_main(conn, options: dict) -> None:

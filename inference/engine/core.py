@@ -56,6 +56,10 @@ class _Job:
 _WAKE = _Job()
 
 
+class _GroupLost(Exception):
+    """A rank of the distributed group is gone (found after a failed step)."""
+
+
 class Engine:
     def __init__(
         self,
@@ -68,8 +72,15 @@ class Engine:
         announce: Callable[[ModelEvent], None] | None = None,
         outbox=None,
         on_state: Callable[[Engine], None] | None = None,
+        group=None,
     ):
         self.max_concurrent = max_concurrent
+        # A distributed group (engine.distributed.Group): every rank steps alike through
+        # `lockstep` (engine.lockstep.Lockstep, set by the process before start); when the group
+        # breaks, `on_group_lost(reason)` ends this process.
+        self.group = group
+        self.lockstep = None
+        self.on_group_lost: Callable[[str], None] | None = None
         self.counters = EngineCounters()
         self.memory = MemoryFigures()
         self.read_memory_each_step = True  # a benchmark measures the cost of the reading
@@ -93,6 +104,7 @@ class Engine:
             counters=self.counters,
             announce=self._announce,
             state_changed=self._state_changed,
+            group=group,
         )
 
     # State read without locks by other threads: plain attribute reads are atomic.
@@ -125,19 +137,25 @@ class Engine:
         self._jobs.put(_WAKE)
         self._thread.join(timeout)
 
+    def join(self) -> None:
+        """Until the engine thread ends (a follower rank: when rank 0 stops the group)."""
+        self._thread.join()
+
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
     # --- jobs (any thread) -----------------------------------------------------------------
-    def load(self, spec: ModelSpec, options: LoadOptions = DEFAULT_OPTIONS) -> Future:
+    def load(
+        self, spec: ModelSpec, options: LoadOptions = DEFAULT_OPTIONS, loaded_at: float | None = None
+    ) -> Future:
         """Load `spec` beside the resident models. A load of a model already being loaded shares
         that load's future instead of loading it twice."""
         with self._lock:
             pending = self._pending_loads.get(spec.id)
             if pending is not None and not pending.done():
                 return pending
-            job = _Job(run=lambda: self.host.load(spec, options))
+            job = _Job(run=lambda: self.host.load(spec, options, loaded_at))
             self._pending_loads[spec.id] = job.future
         job.future.add_done_callback(lambda done: self._forget_load(spec.id, done))
         self._jobs.put(job)
@@ -235,6 +253,7 @@ class Engine:
             mx.get_cache_memory(),
             self.memory.total,
             kv_cache=self.host.kv_cache_bytes(),
+            ranks=self.group.memory if self.group is not None else (),
         )
         if self.host.disk is not None:
             self.counters.disk_cache_bytes = self.host.disk.size
@@ -261,6 +280,9 @@ class Engine:
     def _serve(self) -> None:
         self.memory = MemoryFigures(total=loading.device_memory())
         self._publish()
+        if self.lockstep is not None:
+            self._serve_in_step()
+            return
         while not self._stop.is_set():
             try:
                 # Idle: sleep until a job comes. Busy: only pick up what is already there.
@@ -282,6 +304,42 @@ class Engine:
         self._publish()
         self.host.drop()
 
+    def _serve_in_step(self) -> None:
+        """A rank of a group: rank 0's commands at the top of each iteration, then the same
+        jobs and step on every rank (engine.lockstep). A rank lost ends this process."""
+        try:
+            self.group.seed()
+            while not self.lockstep.stopped:
+                self.lockstep.exchange(busy=self.host.busy, memory=mx.get_active_memory())
+                self._run_jobs()
+                if self.host.busy and not self.lockstep.stopped:
+                    with self.group.watched():
+                        self._step()
+        except _GroupLost as lost:
+            self._group_lost(str(lost))
+            return
+        except RuntimeError as exc:  # a collective whose peer is gone
+            self._group_lost(self.group.lost_rank(exc))
+            return
+        self.host.fail_all(NoModelLoaded("LMX is shutting down."))
+        self._publish()
+        self.host.drop()
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(job)
+            self._publish()
+
+    def _group_lost(self, reason: str) -> None:
+        log.error("Distributed group lost: %s", reason)
+        self.group.lost = reason
+        if self.on_group_lost is not None:
+            self.on_group_lost(reason)
+
     def _step(self) -> None:
         """One step of each resident model with work, in load order."""
         for resident in list(self.host.residents.values()):
@@ -291,6 +349,8 @@ class Engine:
                 resident.scheduler.step()
             except Exception as exc:  # a failed step must not kill the engine, nor other models' work
                 log.exception("Generation step of %s failed", resident.loaded.spec.id)
+                if self.lockstep is not None and not self.lockstep.alive():
+                    raise _GroupLost(self.group.lost_rank(exc)) from exc
                 resident.scheduler.fail_all(to_lmx_error(exc))
             self._publish()
 

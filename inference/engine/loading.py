@@ -6,6 +6,7 @@ Engine thread only (inference.engine.model_host calls it).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,8 +19,10 @@ from inference.errors import ModelLoadError
 from inference.store import ModelSpec
 
 
-def load(spec: ModelSpec):
-    """(model, tokenizer, config, backend) for an MLX-native folder or a GGUF file."""
+def load(spec: ModelSpec, split: Callable[[object, dict], str] | None = None):
+    """(model, tokenizer, config, backend) for an MLX-native folder or a GGUF file. `split`
+    shards the model over a distributed group (inference.engine.sharding), after the weights
+    take their final precision and before LMX swaps its batch layers in."""
     path = Path(spec.path)
     if spec.format == "gguf":
         model, tokenizer, described = gguf.load(path)
@@ -36,6 +39,9 @@ def load(spec: ModelSpec):
     if cpu_blas.should_dequantize():
         model = cpu_blas.dequantize(model)
         backend += cpu_blas.BACKEND
+    if split is not None:
+        backend += f"+{split(model, config)}-parallel"
+        mx.eval(model.parameters())  # each rank keeps only its part
     if batch_layers.enabled() and batch_layers.apply(model):
         backend += "+batch-layers"
     short_attention = attention.enabled()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import mlx.core as mx
 
-from inference.engine import disk_cache, loading
+from inference.engine import disk_cache, loading, sharding
 from inference.engine.disk_cache import DiskTier
 from inference.engine.mlx_compat import quantized_cache
 from inference.engine.mlx_compat.generator import LMXBatchGenerator
@@ -102,7 +102,9 @@ class ModelHost:
         counters: EngineCounters,
         announce: Callable[[ModelEvent], None],
         state_changed: Callable[[], None],
+        group=None,
     ):
+        self.group = group  # a distributed group (engine.distributed.Group): models are split over it
         self.max_concurrent = max_concurrent
         self.prompt_cache_size = prompt_cache_size
         self.prompt_cache_bytes = prompt_cache_bytes
@@ -157,7 +159,22 @@ class ModelHost:
             return OomUnloaded()
         return NoModelLoaded("The model was unloaded or replaced before the request ran. Retry.")
 
-    def load(self, spec: ModelSpec, options: LoadOptions = DEFAULT_OPTIONS) -> LoadResult:
+    def _split(self, spec: ModelSpec, used: list):
+        """Sharding of `spec` over the group, for loading.load; None on one process."""
+        if self.group is None:
+            return None
+
+        def split(model, config: dict) -> str:
+            used.append(
+                sharding.shard(model, config, self.group.group, mode=self.group.sharding, name=spec.id)
+            )
+            return used[-1]
+
+        return split
+
+    def load(
+        self, spec: ModelSpec, options: LoadOptions = DEFAULT_OPTIONS, loaded_at: float | None = None
+    ) -> LoadResult:
         resident = self.residents.get(spec.path)
         if resident is not None:
             loaded = resident.loaded
@@ -167,7 +184,8 @@ class ModelHost:
         try:
             before = mx.get_active_memory()
             start = time.perf_counter()
-            model, tokenizer, config, backend = loading.load(spec)
+            split: list[str] = []
+            model, tokenizer, config, backend = loading.load(spec, self._split(spec, split))
             own_context = loading.context_length(config)
             if options.context_length is not None and options.context_length > own_context:
                 raise InvalidRequest(
@@ -186,13 +204,14 @@ class ModelHost:
                 config=config,
                 vram_bytes=vram,
                 load_time_ms=elapsed_ms,
-                loaded_at=time.time(),
+                loaded_at=loaded_at or time.time(),
                 context_length=options.context_length or own_context,
                 backend=backend,
                 vocab_size=config.get("vocab_size") or len(tokenizer.get_vocab()),
                 max_token_bytes=loading.max_token_bytes(tokenizer),
                 options=options,
                 model_context_length=own_context,
+                sharding=split[0] if split else None,
             )
             generator = (  # embedding models and rerankers read whole inputs: no batch to decode in
                 LMXBatchGenerator(
@@ -202,6 +221,7 @@ class ModelHost:
                     cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
                     kv_bits=options.kv_bits,
                     disk=self._blocks(spec, backend, options),
+                    fixed_pacing=self.group is not None,
                 )
                 if spec.kind == "chat"
                 else None

@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from inference import wire
+from inference.engine.lockstep import SHARED
 from inference.engine.slot import TaggedSlot, tagged_slot
 from inference.errors import LMXError, to_lmx_error
 
@@ -32,17 +33,43 @@ def main(conn, options: dict) -> None:
     import django
 
     django.setup()
-    _Child(conn, options).serve()
+    options = dict(options)
+    group = _join(options.pop("distributed", None))
+    _Child(conn, options, group).serve()
+
+
+def follow(options: dict) -> int:
+    """A rank other than 0 of a distributed group (in its `lmx_serve` process): the engine
+    follows rank 0's steps on its shard of each model, serves nothing, and returns its exit code
+    when rank 0 stops it (0) or the group breaks (1)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 stops the group in order
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    options = dict(options)
+    options.pop("log_speedups", None)
+    child = _Child(None, options, _join(options.pop("distributed")))
+    child.engine.start()
+    child.engine.join()
+    return 1 if child.engine.group.lost else 0
+
+
+def _join(settings: dict | None):
+    if not settings:
+        return None
+    from inference.engine.distributed import Group
+
+    return Group.join(**settings)
 
 
 class _Pipe:
     """The sending end, shared by the engine thread, the tokenizers and the receiver."""
 
     def __init__(self, conn):
-        self.conn = conn
+        self.conn = conn  # None on a follower rank: nobody listens
         self.lock = threading.Lock()
 
     def send(self, message: wire.Message) -> None:
+        if self.conn is None:
+            return
         with self.lock:
             try:
                 self.conn.send(message)
@@ -82,7 +109,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _Child:
-    def __init__(self, conn, options: dict):
+    def __init__(self, conn, options: dict, group=None):
         from inference.engine.core import Engine
         from inference.engine.startup import log_speedups
 
@@ -97,12 +124,13 @@ class _Child:
             announce=self.pipe.send,
             outbox=self.outbox,
             on_state=self._send_state,
+            group=group,
         )
         self.outbox.engine = self.engine
         self.slots: dict[int, TaggedSlot] = {}
         self.tokenizers = ThreadPoolExecutor(2, thread_name_prefix="lmx-tokenize")
         self.handlers = {
-            wire.Load: lambda m: self._reply(m.call, self.engine.load(m.spec, m.options)),
+            wire.Load: lambda m: self._reply(m.call, self.engine.load(m.spec, m.options, m.loaded_at)),
             wire.Unload: lambda m: self._reply(m.call, self.engine.unload(m.path, m.reason)),
             wire.DropCaches: lambda m: self._reply(m.call, self.engine.drop_caches()),
             wire.Tokenize: self._tokenize,
@@ -121,10 +149,48 @@ class _Child:
             wire.Generate: self._generate,
             wire.Cancel: self._cancel,
         }
+        self.lockstep = None
+        if group is not None:
+            self._in_group(group)
+
+    def _in_group(self, group) -> None:
+        from inference.engine.distributed import Watchdog
+        from inference.engine.lockstep import Expire, Lockstep
+
+        self.handlers[Expire] = self._expire
+        self.lockstep = Lockstep(group, self._dispatch, live=lambda rid: rid in self.slots)
+        self.engine.lockstep = self.lockstep
+        self.engine.on_group_lost = self._group_lost
+        if group.rank == 0:
+            Watchdog(group, self._group_lost)
+
+    def _dispatch(self, message) -> None:
+        """A command shared by rank 0, run on this rank (engine thread)."""
+        try:
+            self.handlers[type(message)](message)
+        except Exception:  # one bad command must not stop the group
+            log.exception("Shared engine command %s failed", type(message).__name__)
+
+    def _group_lost(self, reason: str) -> None:
+        """The group cannot step any more. Rank 0's server hears why (its /readyz says so, its
+        requests end with distributed-rank-lost) and keeps serving HTTP; this process ends."""
+        group = self.engine.group
+        group.lost = reason
+        if group.rank == 0:
+            self.pipe.send(wire.EngineState((), None, self.engine.oom_unloaded, group.info()))
+        else:
+            log.error("Rank %d leaves the group: %s", group.rank, reason)
+        os._exit(3 if group.rank == 0 else 1)
+
+    def _expire(self, message) -> None:
+        slot = self.slots.get(message.rid)
+        if slot is not None:
+            slot.deadline = 0.0  # past: the scheduler fails it at the next step, on every rank
 
     def _send_state(self, engine) -> None:
         models = tuple(loaded.info() for loaded in engine.models)
-        self.pipe.send(wire.EngineState(models, engine.loading, engine.oom_unloaded))
+        group = engine.group.info() if engine.group is not None else None
+        self.pipe.send(wire.EngineState(models, engine.loading, engine.oom_unloaded, group))
 
     def serve(self) -> None:
         self.engine.start()
@@ -135,10 +201,15 @@ class _Child:
                 break
             if isinstance(message, wire.Stop):
                 break
+            if self.lockstep is not None and isinstance(message, SHARED):
+                self.lockstep.post(message)  # run by every rank at the next exchange
+                continue
             try:
                 self.handlers[type(message)](message)
             except Exception:  # one bad message must not stop the engine
                 log.exception("Engine message %s failed", type(message).__name__)
+        if self.lockstep is not None:
+            self.lockstep.post(wire.Stop())  # the followers stop at the same exchange
         self.engine.stop_and_join()
         self.tokenizers.shutdown(wait=False)
 
@@ -167,6 +238,10 @@ class _Child:
         try:
             tokenizer = self.engine.model_for(message.path).tokenizer
             slot = tagged_slot(rid, self.slots, message.request, tokenizer)
+            if self.lockstep is not None:  # rank 0's clock decides, through the lockstep
+                deadline, slot.deadline = slot.deadline, None
+                if deadline is not None and self.engine.group.rank == 0:
+                    self.lockstep.deadlines[rid] = deadline
             self.slots[rid] = slot
             self.engine.submit(slot, message.path)
         except Exception as exc:  # noqa: BLE001 - the request fails, the engine goes on

@@ -73,6 +73,13 @@ def chunk_floor() -> int:
     return 1024 if mx.cuda.is_available() else 256
 
 
+def group_chunk() -> int:
+    """A distributed group's chunk while streams decode, when LMX_PREFILL_CHUNK is auto: what
+    the pacer starts from before it has measured anything (its ranks cannot pace by their own
+    clocks and stay in step)."""
+    return max(chunk_floor(), 8 * MIN_CHUNK)
+
+
 def prefill_chunk() -> int | None:
     """LMX_PREFILL_CHUNK: a fixed number of prompt tokens a round prefills while streams decode,
     or None for `auto` (Pacer)."""

@@ -106,6 +106,7 @@ class LMXBatchGenerator(BatchGenerator):
         cache_bytes: int,
         kv_bits: int | None = None,
         disk=None,
+        fixed_pacing: bool = False,
     ):
         super().__init__(
             model,
@@ -115,7 +116,9 @@ class LMXBatchGenerator(BatchGenerator):
             stream=mx.default_stream(mx.default_device()),
         )
         self.patched = mlx_compat.active()
-        self.pacer = admission.Pacer(admission.prefill_chunk(), floor=admission.chunk_floor())
+        # A distributed group's ranks must chunk alike: measured time differs between them.
+        fixed = admission.prefill_chunk() or (admission.group_chunk() if fixed_pacing else None)
+        self.pacer = admission.Pacer(fixed, floor=admission.chunk_floor())
         self.kv_bits = kv_bits  # None: keys and values kept at the model's precision
         self.disk = disk  # this model's blocks on disk (engine.disk_cache.ModelBlocks), if kept
         self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)

@@ -2,12 +2,13 @@
 
 import asyncio
 import logging
+import sys
 import threading
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import conf
+from inference import conf, launch
 from lmx_site import api_keys
 
 log = logging.getLogger("lmx")
@@ -22,8 +23,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--model", default=None, help="model to load at start (default: LMX_DEFAULT_MODEL)"
         )
+        parser.add_argument(
+            "--ranks",
+            type=int,
+            default=1,
+            help="serve each model split over this many processes on this machine (mx.distributed "
+            "ring over loopback); across machines run it under mlx.launch instead",
+        )
 
-    def handle(self, *args, host=None, port=None, model=None, **options):
+    def handle(self, *args, host=None, port=None, model=None, ranks=1, **options):
         from daphne.endpoints import build_endpoint_description_strings
 
         from inference import runtime, signals
@@ -34,6 +42,11 @@ class Command(BaseCommand):
             conf.validate()
         except ImproperlyConfigured as exc:  # one line naming the setting, not a traceback
             raise CommandError(str(exc)) from exc
+        if launch.rank():  # a follower rank (from mlx.launch, or rank 0's --ranks): no HTTP
+            sys.exit(runtime.follow())
+        if ranks < 1:
+            raise CommandError("--ranks must be 1 or more")
+        group = launch.LocalRanks(ranks).start() if ranks > 1 and launch.rank() is None else None
         host = host or conf.get("LMX_HOST")
         port = port or conf.get("LMX_PORT")
         model = conf.get("LMX_DEFAULT_MODEL") if model is None else model
@@ -66,7 +79,9 @@ class Command(BaseCommand):
         try:
             server.run()
         finally:
-            runtime.shutdown()
+            runtime.shutdown()  # rank 0's engine stops the group's other ranks with it
+            if group is not None:
+                group.stop()
 
     @staticmethod
     def _load_default(model: str) -> None:
