@@ -84,16 +84,22 @@ class LocalRanks:
 
     def _watch(self, follower: int, process: subprocess.Popen) -> None:
         code = process.wait()
-        if not self._stopping:
-            log.error("Rank %d (pid %d) exited with code %s", follower, process.pid, code)
+        if self._stopping:
+            return
+        log.error("Rank %d (pid %d) exited with code %s", follower, process.pid, code)
+        from inference import runtime
+
+        engine = runtime.running()
+        if engine is not None and hasattr(engine, "rank_lost"):
+            engine.rank_lost(f"rank {follower} exited with code {code}")
 
     def stop(self, timeout: float = 30.0) -> None:
         """After rank 0's engine stopped the group: wait for the followers to end, in rank order."""
         self._stopping = True
-        for process in self.followers:
+        for follower, process in enumerate(self.followers, start=1):
             try:
-                process.wait(timeout)
+                log.info("Rank %d stopped (exit code %s)", follower, process.wait(timeout))
             except subprocess.TimeoutExpired:
-                log.warning("Rank pid %d did not stop within %.0f s; killing it", process.pid, timeout)
+                log.warning("Rank %d did not stop within %.0f s; killing it", follower, timeout)
                 process.kill()
                 process.wait(5)

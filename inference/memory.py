@@ -41,8 +41,11 @@ def snapshot() -> dict:
     mem = get_engine().memory
     system = psutil.virtual_memory()
     total = mem.total or system.total
+    ranks = {"ranks_active_gb": [round(b / 1e9, 3) for b in mem.ranks]} if mem.ranks else {}
     return {
-        "active_gb": round(mem.active / 1e9, 3),
+        # A distributed group: its fullest rank (the guardian steps in before any rank runs out).
+        "active_gb": round(max((mem.active, *mem.ranks)) / 1e9, 3),
+        **ranks,
         "peak_gb": round(mem.peak / 1e9, 3),
         "cache_gb": round(mem.cache / 1e9, 3),
         "total_gb": round(total / 1e9, 3),

@@ -57,6 +57,7 @@ def model_state(spec: ModelSpec) -> dict:
         "state": "inferring" if active else "loaded",
         "vram_gb": loaded.vram_gb,
         "backend": loaded.backend,
+        "sharding": loaded.sharding,  # split over a distributed group: tensor or pipeline
         "context_length": loaded.context_length,
         "model_context_length": loaded.model_context_length,
         "prompt_cache_bytes": loaded.options.prompt_cache_bytes,

@@ -351,6 +351,14 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class RankLost:
+    """A rank of the group is known gone (its process exited, seen by the launcher on this
+    machine): rank 0's engine gives up at once, rather than when a collective times out."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Call:
     """`fn(engine, *args)` on the engine thread between steps: for tests and benchmarks only.
     `fn` must be a module-level function (it travels by name) and its result must pickle."""
@@ -376,6 +384,7 @@ Command = (
     | Generate
     | Cancel
     | Call
+    | RankLost
     | Stop
 )
 

@@ -146,7 +146,7 @@ LMX_SHORT_ATTENTION = env.str(
 # Scale-out (inference.engine.distributed): how a model is split over a group's ranks, how long
 # rank 0 waits on the group before it calls a rank lost, and the backend mx.distributed uses.
 LMX_SHARDING = env.str("LMX_SHARDING", default="auto")  # auto | tensor | pipeline
-LMX_DISTRIBUTED_TIMEOUT_S = env.float("LMX_DISTRIBUTED_TIMEOUT_S", default=60.0)
+LMX_DISTRIBUTED_TIMEOUT_S = env.float("LMX_DISTRIBUTED_TIMEOUT_S", default=30.0)
 LMX_DISTRIBUTED_BACKEND = env.str(
     "LMX_DISTRIBUTED_BACKEND", default="ring"
 )  # ring | jaccl | nccl | mpi | any

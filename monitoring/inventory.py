@@ -35,4 +35,21 @@ async def models_list() -> dict:
         "loaded": loaded.spec.id if loaded else None,  # the most recently used
         "resident": [m.spec.id for m in engine.models],
         "memory": {**mem, "pct": memory.used_pct(mem)},
+        "group": _group(engine),
+    }
+
+
+def _group(engine) -> dict | None:
+    """The distributed group the models are split over (None on one process)."""
+    group = engine.group
+    if group is None:
+        return None
+    ranks = engine.memory.ranks or (engine.memory.active,) + (0,) * (group.size - 1)
+    return {
+        "ranks": group.size,
+        "backend": group.backend,
+        "hosts": list(group.hosts),
+        "sharding": group.sharding,
+        "memory_gb_by_rank": [round(b / 1e9, 3) for b in ranks],
+        "lost": group.lost,
     }

@@ -40,6 +40,12 @@ ACTIVE = Gauge("lmx_active_requests", "Requests running or queued in the engine"
 QUEUED = Gauge("lmx_queued_requests", "Requests waiting for a batch slot", registry=REGISTRY)
 MEMORY_USED = Gauge("lmx_memory_used_bytes", "Accelerator memory used by MLX", registry=REGISTRY)
 MEMORY_TOTAL = Gauge("lmx_memory_total_bytes", "Accelerator memory in total", registry=REGISTRY)
+RANK_MEMORY_USED = Gauge(
+    "lmx_rank_memory_used_bytes",
+    "Memory used by MLX on each rank of a distributed group",
+    ["rank"],
+    registry=REGISTRY,
+)
 ENGINE_RSS = Gauge("lmx_engine_resident_bytes", "The engine process's resident memory", registry=REGISTRY)
 MODEL_LOADED = Gauge("lmx_model_loaded", "1 for each resident model", ["model"], registry=REGISTRY)
 MODEL_MEMORY = Gauge(
@@ -86,6 +92,9 @@ def render() -> bytes:
     MEMORY_TOTAL.set(mem["total_gb"] * 1e9)
     ENGINE_RSS.set(mem["engine_rss_gb"] * 1e9)
     DISK_CACHE_BYTES.set(engine.counters.disk_cache_bytes)
+    RANK_MEMORY_USED.clear()
+    for rank, used in enumerate(engine.memory.ranks):
+        RANK_MEMORY_USED.labels(str(rank)).set(used)
     for gauge in (MODEL_LOADED, MODEL_MEMORY, MODEL_ACTIVE):
         gauge.clear()
     for loaded in engine.models:

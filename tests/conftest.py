@@ -56,6 +56,7 @@ def make_server(model_store, tmp_path):
         wait_ready: bool = False,
         port: int | None = None,
         own_group: bool = False,
+        serve_args: tuple[str, ...] = (),
     ) -> LMXServer:
         srv = LMXServer(
             tmp_path / f"srv{len(started)}",
@@ -64,6 +65,7 @@ def make_server(model_store, tmp_path):
             default_model=default_model,
             port=port,
             own_group=own_group,
+            serve_args=serve_args,
         )
         started.append(srv)
         return srv.start(wait_ready=wait_ready)

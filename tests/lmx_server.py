@@ -25,7 +25,9 @@ class LMXServer:
         default_model: str = "",
         port: int | None = None,
         own_group: bool = False,
+        serve_args: tuple[str, ...] = (),
     ):
+        self.serve_args = serve_args  # more lmx_serve options (--ranks)
         self.own_group = own_group  # its own process group, which a test may signal as a whole
         self.workdir = workdir
         self.models_dir = models_dir
@@ -62,7 +64,7 @@ class LMXServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.manage("migrate", "-v0")
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "lmx_serve", "--port", str(self.port)],
+            [sys.executable, "manage.py", "lmx_serve", "--port", str(self.port), *self.serve_args],
             cwd=ROOT,
             env=self.env,
             stdout=self.stdout_path.open("w"),

@@ -168,6 +168,13 @@ class ProcessEngineClient(BaseEngineClient):
             raise
         return stream
 
+    def rank_lost(self, reason: str) -> None:
+        """A rank of the group exited (inference.launch saw it): rank 0's engine ends the group."""
+        try:
+            self._send(wire.RankLost(reason))
+        except LMXError:
+            pass  # already gone
+
     def _cancel(self, rid: int) -> None:
         if rid in self._streams:
             try:

@@ -309,9 +309,10 @@ class Engine:
         jobs and step on every rank (engine.lockstep). A rank lost ends this process."""
         try:
             self.group.seed()
+            ran = False
             while not self.lockstep.stopped:
-                self.lockstep.exchange(busy=self.host.busy, memory=mx.get_active_memory())
-                self._run_jobs()
+                self.lockstep.exchange(busy=self.host.busy, memory=mx.get_active_memory(), patient=ran)
+                ran = self._run_jobs()
                 if self.host.busy and not self.lockstep.stopped:
                     with self.group.watched():
                         self._step()
@@ -325,12 +326,15 @@ class Engine:
         self._publish()
         self.host.drop()
 
-    def _run_jobs(self) -> None:
+    def _run_jobs(self) -> bool:
+        """The jobs queued by this iteration's commands; whether any ran."""
+        ran = False
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
-                return
+                return ran
+            ran = ran or job is not _WAKE
             self._handle(job)
             self._publish()
 

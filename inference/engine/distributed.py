@@ -14,7 +14,7 @@ import pickle
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import mlx.core as mx
 
@@ -47,15 +47,15 @@ class Group:
     def info(self) -> GroupInfo:
         return GroupInfo(self.size, self.backend, self.hosts, self.sharding, self.lost)
 
-    def share(self, obj, *, memory: int = 0):
+    def share(self, obj, *, memory: int = 0, watched: bool = True):
         """Rank 0's `obj` on every rank (others pass None); every rank's `memory` figure is
         gathered on the way into `self.memory`. Raises when a rank is gone."""
         head = [0] * (1 + self.size)
-        head[1 + self.rank] = memory >> 20  # MiB: int32 holds any machine's memory
+        head[1 + self.rank] = memory >> 10  # KiB: int32 holds up to 2 TiB a rank
         data = pickle.dumps(obj) if self.rank == 0 else b""
         head[0] = len(data)
-        head = self._collective(mx.array(head, dtype=mx.int32)).tolist()
-        self.memory = tuple(mib << 20 for mib in head[1:])
+        head = self._collective(mx.array(head, dtype=mx.int32), watched=watched).tolist()
+        self.memory = tuple(kib << 10 for kib in head[1:])
         if self.rank == 0:
             self._collective(mx.array(data))
             return obj
@@ -66,8 +66,8 @@ class Group:
         seed = self._collective(mx.array([int(time.time_ns() % (1 << 31)) if self.rank == 0 else 0]))
         mx.random.seed(int(seed.item()))
 
-    def _collective(self, array: mx.array) -> mx.array:
-        with self.watched():
+    def _collective(self, array: mx.array, *, watched: bool = True) -> mx.array:
+        with self.watched() if watched else nullcontext():
             out = mx.distributed.all_sum(array, group=self.group, stream=mx.cpu)
             mx.eval(out)
         return out

@@ -54,11 +54,12 @@ class Lockstep:
         """Rank 0, any thread: a command for every rank, run at the next exchange."""
         self._posted.put(message)
 
-    def exchange(self, *, busy: bool, memory: int) -> None:
+    def exchange(self, *, busy: bool, memory: int, patient: bool = False) -> None:
         """Every rank, engine thread: share rank 0's commands and run them here. Idle, rank 0
-        waits up to IDLE_S for one."""
+        waits up to IDLE_S for one. `patient`: after work whose length differs between ranks
+        (a load from each rank's own disk), not timed by the watchdog."""
         messages = self._collect(busy) if self.group.rank == 0 else None
-        for message in self.group.share(messages, memory=memory):
+        for message in self.group.share(messages, memory=memory, watched=not patient):
             if isinstance(message, wire.Stop):
                 self.stopped = True
             else:

@@ -163,6 +163,8 @@ class _Child:
         self.engine.on_group_lost = self._group_lost
         if group.rank == 0:
             Watchdog(group, self._group_lost)
+            # Handled on the receiver: the engine thread may be stuck in a collective with it.
+            self.handlers[wire.RankLost] = lambda m: self._group_lost(m.reason)
 
     def _dispatch(self, message) -> None:
         """A command shared by rank 0, run on this rank (engine thread)."""

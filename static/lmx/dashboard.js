@@ -373,6 +373,18 @@
     box.replaceChildren(el("code", {}, err.code || "error"), ` ${err.message}`);
   }
 
+  // A distributed group: ranks, hosts, backend, sharding and each rank's memory (or why it broke).
+  function showGroup(group) {
+    const line = $("models-group");
+    line.hidden = !group;
+    if (!group) return;
+    const memory = group.memory_gb_by_rank.map((gb, rank) => `rank ${rank} ${gb.toFixed(2)} GB`).join(" · ");
+    line.textContent =
+      `group: ${group.ranks} ranks (${group.backend}) on ${[...new Set(group.hosts)].join(", ")} · ` +
+      `sharding ${group.sharding} · ${memory}` + (group.lost ? ` · LOST: ${group.lost}` : "");
+    line.classList.toggle("alert", Boolean(group.lost));
+  }
+
   async function refreshModels() {
     try {
       const data = await api("/admin/models");
@@ -380,6 +392,7 @@
       fetchedAt = performance.now();
       if (data.memory) totalGb = data.memory.total_gb;
       renderModels();
+      showGroup(data.group);
       if (data.memory) {
         const { active_gb: used, total_gb: total, pct } = data.memory;  // pct: memory counted whole
         showMemory({ vram_used_gb: used, vram_total_gb: total, pct });

@@ -68,7 +68,7 @@ ERROR_MODELS = {path: anthropic.AnthropicError for path in ("/v1/messages", "/v1
 ERRORS = {
     "400": "invalid-request: the body names what is wrong",
     "404": "model-not-found",
-    "503": "no-model-loaded, oom-unloaded, server-busy or insufficient-memory",
+    "503": "no-model-loaded, oom-unloaded, server-busy, insufficient-memory or distributed-rank-lost",
     "504": "lmx-timeout",
 }
 PLAIN = {  # paths with no body models
@@ -97,14 +97,16 @@ PLAIN = {  # paths with no body models
 PLAIN_ERRORS = {
     "/readyz": {
         "503": {
-            "description": "Not ready: no model resident (or unloaded by the memory guardian)",
+            "description": "Not ready: no model resident (or unloaded by the memory guardian, or a "
+            "rank of the distributed group lost: `reason` says which)",
             "content": {
                 "application/json": {
                     "schema": {
                         "type": "object",
                         "properties": {
                             "ready": {"const": False},
-                            "error": {"enum": ["no-model-loaded", "oom-unloaded"]},
+                            "error": {"enum": ["no-model-loaded", "oom-unloaded", "distributed-rank-lost"]},
+                            "reason": {"type": "string"},
                         },
                     }
                 }
