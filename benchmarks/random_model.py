@@ -47,6 +47,16 @@ SHAPES: dict[str, dict] = {
         "intermediate_size": 28672,
         "num_attention_heads": 64,
     },
+    # small enough for a CPU (the distributed rows on this machine); heads divide by 2, 4 and 8
+    "llama-3.2-1b": {
+        **LLAMA_3_1_8B,
+        "hidden_size": 2048,
+        "num_hidden_layers": 16,
+        "intermediate_size": 8192,
+        "head_dim": 64,
+        "rope_scaling": {**LLAMA3_ROPE, "factor": 32.0},
+        "tie_word_embeddings": True,
+    },
     "qwen3-30b-a3b": {
         "model_type": "qwen3_moe",
         "architectures": ["Qwen3MoeForCausalLM"],

@@ -84,7 +84,14 @@ class Served:
                 self.proc.wait()
 
 
-def start_lmx(model_id: str, *, workdir: Path, streams: int, extra_env: dict | None = None) -> Served:
+def start_lmx(
+    model_id: str,
+    *,
+    workdir: Path,
+    streams: int,
+    extra_env: dict | None = None,
+    serve_args: tuple[str, ...] = (),
+) -> Served:
     port = free_port()
     env = {
         **os.environ,
@@ -100,7 +107,8 @@ def start_lmx(model_id: str, *, workdir: Path, streams: int, extra_env: dict | N
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     # With the benchmark hook, the benchmark's own launcher: lmx_serve itself installs no hook.
     serve = ["-m", "benchmarks.hooked_serve"] if env.get("LMX_BENCH_HOOK") else ["manage.py", "lmx_serve"]
-    served = Served("LMX", [sys.executable, *serve, "--port", str(port)], env, port, workdir / "lmx.log")
+    argv = [sys.executable, *serve, "--port", str(port), *serve_args]
+    served = Served("LMX", argv, env, port, workdir / "lmx.log")
     served.wait("/readyz")
     return served
 

@@ -64,6 +64,7 @@ class StoreIndex:
         self._stamp: tuple | None = None
         self._asked = 0  # scans asked for
         self._served = 0  # the last ask a finished scan answers
+        self._running: tuple[int, tuple | None] | None = None  # the scan under way: (ticket, stamp)
         self._worker: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
 
@@ -74,8 +75,11 @@ class StoreIndex:
         with self._cond:
             if self._specs is not None and stamp == self._stamp:
                 return list(self._specs)
-            self._asked += 1
-            ticket = self._asked
+            if self._running is not None and self._running[1] == stamp:
+                ticket = self._running[0]  # the scan under way already sees this store
+            else:
+                self._asked += 1
+                ticket = self._asked
             if self._worker is None:
                 self._worker = threading.Thread(target=self._scan_loop, name="lmx-store-scan", daemon=True)
                 self._worker.start()
@@ -92,6 +96,8 @@ class StoreIndex:
                     return
                 ticket = self._asked
             stamp = fingerprint()  # taken first: a change during the scan is seen by the next check
+            with self._cond:
+                self._running = (ticket, stamp)
             started = time.monotonic()
             try:
                 specs = store.scan()
@@ -100,7 +106,7 @@ class StoreIndex:
                 specs, stamp = self._specs or [], None
             log.debug("scanned the model store in %.3f s: %d models", time.monotonic() - started, len(specs))
             with self._cond:
-                self._specs, self._stamp, self._served = specs, stamp, ticket
+                self._specs, self._stamp, self._served, self._running = specs, stamp, ticket, None
                 self._cond.notify_all()
 
     def watch(self) -> None:

@@ -3,7 +3,7 @@ through the model's `shard()`, pipeline through `model.model.pipeline()`.
 
 mlx-lm divides heads by the group's size without checking (SmolLM2's 9 heads over 2 ranks
 become 4 and the first attention fails on shapes): a split that cannot work is refused here, by
-name, before any weight is touched. Every rank decides alike: the answer depends on the config.
+name, before mlx-lm touches the model. Every rank decides alike: the answer depends on the config.
 """
 
 from __future__ import annotations

@@ -55,6 +55,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--lmx-env", action="append", default=[], help="mixed/agent: NAME=VALUE for LMX (repeatable)"
         )
+        parser.add_argument(
+            "--ranks",
+            type=int,
+            default=1,
+            help="serve the model over this many ranks (lmx_serve --ranks) against 1 rank and "
+            "mlx_lm.server's distributed mode; --streams then defaults to 8,32",
+        )
+        parser.add_argument(
+            "--backend", default="ring", help="--ranks: the mx.distributed backend (ring, nccl, ...)"
+        )
         parser.add_argument("--out", help="append the table to this markdown file (e.g. docs/BENCHMARKS.md)")
 
     def handle(self, *args, **o):
@@ -69,6 +79,9 @@ class Command(BaseCommand):
         )
         if o["workload"]:
             publish(self, self._workload(spec, o), o["out"])
+            return
+        if o["ranks"] > 1:
+            publish(self, self._group(spec, o), o["out"])
             return
         try:
             streams = sorted({int(s) for s in o["streams"].split(",")})
@@ -90,6 +103,23 @@ class Command(BaseCommand):
             two_models=o["two_models"],
         )
         publish(self, run(opts, log=lambda msg: self.stderr.write(msg)), o["out"])
+
+    def _group(self, spec, o) -> str:
+        from benchmarks.distributed import GroupOptions, run_group
+
+        streams = o["streams"] if o["streams"] != "1,4,8,32" else "8,32"
+        opts = GroupOptions(
+            model_id=spec.id,
+            model_path=spec.path,
+            ranks=o["ranks"],
+            streams=sorted({int(s) for s in streams.split(",") if int(s) > 1}),
+            prompt_tokens=o["prompt_tokens"],
+            gen_tokens=o["gen_tokens"],
+            trials=o["trials"],
+            peer=not o["no_peer"],
+            backend=o["backend"],
+        )
+        return run_group(opts, log=lambda msg: self.stderr.write(msg))
 
     def _workload(self, spec, o) -> str:
         import json
