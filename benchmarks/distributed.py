@@ -67,10 +67,11 @@ def _start_peer_group(opts: GroupOptions) -> Served:
     """mlx_lm.server on `opts.ranks` ranks of this machine, launched by mlx.launch."""
     script = opts.workdir / "peer_server.py"
     script.write_text(PEER)
-    launcher = Path(sys.executable).parent / "mlx.launch"
     port = free_port()
     argv = [
-        str(launcher),
+        sys.executable,
+        "-c",
+        "from mlx._distributed_utils.launch import main; main()",  # mlx.launch, wherever mlx is
         "-n",
         str(opts.ranks),
         "--backend",

@@ -62,25 +62,45 @@ class LocalRanks:
 
     def __init__(self, size: int):
         self.size = size
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.gpus = visible.split(",") if visible else [str(i) for i in range(size)]
         self.followers: list[subprocess.Popen] = []
         self._stopping = False
 
     def start(self) -> LocalRanks:
-        folder = Path(settings.DATA_DIR) / "distributed"
-        folder.mkdir(parents=True, exist_ok=True)
-        hostfile = folder / f"ring-{os.getpid()}.json"
-        hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"] for port in _free_ports(self.size)]))
-        os.environ.update({"MLX_HOSTFILE": str(hostfile), "MLX_RANK": "0"})
+        os.environ.update({**self._backend_env(), "MLX_RANK": "0", **self._device(0)})
         manage = Path(settings.BASE_DIR) / "manage.py"
         for follower in range(1, self.size):
-            env = {**os.environ, "MLX_RANK": str(follower)}
+            env = {**os.environ, "MLX_RANK": str(follower), **self._device(follower)}
             process = subprocess.Popen([sys.executable, str(manage), "lmx_serve"], env=env)
             self.followers.append(process)
             threading.Thread(
                 target=self._watch, args=(follower, process), name=f"lmx-rank-{follower}", daemon=True
             ).start()
-        log.info("Distributed group of %d ranks on this machine (ring over loopback)", self.size)
+        log.info(
+            "Distributed group of %d ranks on this machine (%s backend, over loopback)",
+            self.size,
+            conf.get("LMX_DISTRIBUTED_BACKEND"),
+        )
         return self
+
+    def _backend_env(self) -> dict:
+        """What mlx.launch would set for the backend: a ring's hostfile of loopback ports, or
+        NCCL's rendezvous (one GPU a rank)."""
+        if conf.get("LMX_DISTRIBUTED_BACKEND") == "nccl":
+            (port,) = _free_ports(1)
+            return {"NCCL_HOST_IP": "127.0.0.1", "NCCL_PORT": str(port), "MLX_WORLD_SIZE": str(self.size)}
+        folder = Path(settings.DATA_DIR) / "distributed"
+        folder.mkdir(parents=True, exist_ok=True)
+        hostfile = folder / f"ring-{os.getpid()}.json"
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"] for port in _free_ports(self.size)]))
+        return {"MLX_HOSTFILE": str(hostfile)}
+
+    def _device(self, rank: int) -> dict:
+        """NCCL: each rank its own GPU, in the order CUDA_VISIBLE_DEVICES lists them (else 0..N-1)."""
+        if conf.get("LMX_DISTRIBUTED_BACKEND") != "nccl":
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": self.gpus[rank % len(self.gpus)]}
 
     def _watch(self, follower: int, process: subprocess.Popen) -> None:
         code = process.wait()

@@ -68,7 +68,7 @@ class Group:
 
     def _collective(self, array: mx.array, *, watched: bool = True) -> mx.array:
         with self.watched() if watched else nullcontext():
-            out = mx.distributed.all_sum(array, group=self.group, stream=mx.cpu)
+            out = mx.distributed.all_sum(array, group=self.group)
             mx.eval(out)
         return out
 
@@ -90,7 +90,7 @@ class Group:
         names = [0] * (64 * self.size)
         mine = socket.gethostname().encode()[:63]
         names[64 * self.rank : 64 * self.rank + len(mine)] = list(mine)
-        summed = mx.distributed.all_sum(mx.array(names, dtype=mx.int32), group=self.group, stream=mx.cpu)
+        summed = mx.distributed.all_sum(mx.array(names, dtype=mx.int32), group=self.group)
         flat = summed.tolist()
         return tuple(bytes(c for c in flat[64 * r : 64 * (r + 1)] if c).decode() for r in range(self.size))
 
