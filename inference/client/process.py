@@ -228,8 +228,16 @@ class ProcessEngineClient(BaseEngineClient):
             (m.spec.path, m.loaded_at) for m in self.models
         }:
             freeze_heap()  # what serving the first requests left behind (a load is a pause anyway)
+        newly_lost = message.group is not None and message.group.lost and not (self.group and self.group.lost)
+        had = self.models
         self.models, self.loading, self.oom_unloaded = message.models, message.loading, message.oom_unloaded
         self.group = message.group
+        if newly_lost:  # the models it held are gone with the group: say so, as an unload does
+            for info in had:
+                event = wire.ModelEvent(
+                    wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="distributed-rank-lost"
+                )
+                self._notify(event.as_dict())
 
     def _on_reply(self, message: wire.Reply) -> None:
         future = self._calls.pop(message.call, None)
@@ -284,12 +292,7 @@ class ProcessEngineClient(BaseEngineClient):
         """A rank of the group was lost and rank 0's engine ended: what it held fails with
         distributed-rank-lost. Not restarted: the other ranks are not there to follow it."""
         log.error("Distributed group lost (%s); its requests failed, /readyz reports it", self.group.lost)
-        had, self.models, self.loading = self.models, (), None
-        for info in had:
-            event = wire.ModelEvent(
-                wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="distributed-rank-lost"
-            )
-            self._notify(event.as_dict())
+        self.models, self.loading = (), None
         error = group_lost(self.group)
         with self._lock:
             calls, self._calls = self._calls, {}

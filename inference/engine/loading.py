@@ -32,16 +32,21 @@ def load(spec: ModelSpec, split: Callable[[object, dict], str] | None = None):
 
         _refuse_classifier(path)
         try:
-            model, tokenizer = mlx_load(str(path))
+            # Split over a group: nothing read until the split, so a rank reads only its part
+            # (a pipeline stage skips the other stages' layers; tensor slices drop the rest).
+            model, tokenizer = mlx_load(str(path), lazy=split is not None)
         except (ValueError, OSError, RuntimeError, KeyError) as exc:  # mx.load: RuntimeError on corrupt files
             raise ModelLoadError(f"Cannot load the MLX model at {path.name}: {exc}") from exc
         config, backend = json.loads((path / "config.json").read_text()), "mlx"
-    if cpu_blas.should_dequantize():
-        model = cpu_blas.dequantize(model)
-        backend += cpu_blas.BACKEND
-    if split is not None:
-        backend += f"+{split(model, config)}-parallel"
-        mx.eval(model.parameters())  # each rank keeps only its part
+    try:  # loaded lazily for a split: a damaged file shows when it is read
+        if cpu_blas.should_dequantize():
+            model = cpu_blas.dequantize(model)
+            backend += cpu_blas.BACKEND
+        if split is not None:
+            backend += f"+{split(model, config)}-parallel"
+            mx.eval(model.parameters())  # each rank keeps only its part
+    except RuntimeError as exc:
+        raise ModelLoadError(f"Cannot load the model at {path.name}: {exc}") from exc
     if batch_layers.enabled() and batch_layers.apply(model):
         backend += "+batch-layers"
     short_attention = attention.enabled()

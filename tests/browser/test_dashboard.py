@@ -342,3 +342,36 @@ def test_a_hub_download_shows_its_progress_then_the_model(make_server, open_dash
         assert not dash.console_errors
     finally:
         hub.close()
+
+
+def test_a_distributed_group_shows_its_ranks_and_then_the_rank_it_lost(make_server, open_dashboard, tmp_path):
+    import signal
+
+    import psutil
+
+    from benchmarks.random_model import TINY_LLAMA, build
+
+    store = tmp_path / "group-store"
+    build("llama-3.1-8b", store / "tiny-llama", overrides={**TINY_LLAMA, "vocab_size": 512})
+    srv = make_server(
+        models_dir=store, default_model="tiny-llama", serve_args=("--ranks", "2"), wait_ready=True
+    )
+    dash = open_dashboard(srv)
+    page = dash.page
+    line = page.locator("#models-group")
+    expect(line).to_be_visible()
+    expect(line).to_contain_text("group: 2 ranks (ring)")
+    expect(line).to_contain_text("sharding auto")
+    expect(line).to_contain_text(re.compile(r"rank 0 [\d.]+ GB · rank 1 [\d.]+ GB"))
+    expect(model_row(page, "tiny-llama").locator(".state")).to_have_text("loaded")
+
+    (follower,) = [
+        p
+        for p in psutil.Process(srv.proc.pid).children(recursive=True)
+        if p.cmdline()[-1:] == ["lmx_serve"] and p.environ().get("MLX_RANK") == "1"
+    ]
+    follower.send_signal(signal.SIGKILL)
+    expect(line).to_contain_text("LOST: rank 1 exited with code -9", timeout=15_000)
+    expect(line).to_have_class(re.compile("alert"))
+    expect(model_row(page, "tiny-llama").locator(".state")).to_have_text("idle")
+    assert not [e for e in dash.console_errors if "uncaught" in e]
