@@ -25,6 +25,7 @@ def get_engine() -> EngineClient:
                     max_queue=conf.get("LMX_MAX_QUEUE"),
                     listeners=[_announce],
                     reload=_reload,
+                    on_group_lost=_record_group_lost,
                     log_speedups=True,
                     **engine_options(),
                 ).start()
@@ -63,6 +64,11 @@ def running() -> EngineClient | None:
 def _announce(event: dict) -> None:
     """Model lifecycle events to whoever subscribed (monitoring streams them)."""
     signals.model_event.send(sender=EngineClient, event=event)
+
+
+def _record_group_lost(error) -> None:
+    """A distributed group broke: into the error history, whether or not a request was running."""
+    signals.error_occurred.send(sender=EngineClient, error=error, endpoint="distributed-group", model="")
 
 
 def _reload(info) -> None:

@@ -41,6 +41,7 @@ class ProcessEngineClient(BaseEngineClient):
         reload=None,
         log_speedups: bool = False,
         distributed: dict | None = None,
+        on_group_lost=None,
     ):
         super().__init__(max_concurrent=max_concurrent, max_queue=max_queue, listeners=listeners)
         self._options = {
@@ -55,6 +56,7 @@ class ProcessEngineClient(BaseEngineClient):
         # After a crash: load a model again, `reload(info)` (blocking; runtime passes one that
         # records the load as a load through the API does).
         self._reload = reload or (lambda info: self.load(info.spec, info.options).result())
+        self._on_group_lost = on_group_lost  # called once with the error when the group breaks
         # Mirrored from the engine process; plain attribute reads, no locks.
         self.models: tuple[wire.LoadedInfo, ...] = ()
         self.loading: str | None = None
@@ -238,6 +240,11 @@ class ProcessEngineClient(BaseEngineClient):
                     wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="distributed-rank-lost"
                 )
                 self._notify(event.as_dict())
+        if newly_lost and self._on_group_lost is not None:
+            try:
+                self._on_group_lost(group_lost(message.group))
+            except Exception:  # recording it must not stop the reader
+                log.exception("Recording the lost group failed")
 
     def _on_reply(self, message: wire.Reply) -> None:
         future = self._calls.pop(message.call, None)

@@ -219,4 +219,6 @@ def test_a_lost_rank_ends_the_stream_with_a_coded_error_and_readyz_says_why(make
         after = http.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4})
         assert after.status_code == 503 and after.json()["error"]["code"] == "distributed-rank-lost"
         assert http.get("/admin/models").json()["group"]["lost"].startswith("rank 1")
+        history = http.get("/admin/errors", params={"code": "distributed-rank-lost"}).json()
+        assert "distributed-group" in {e["endpoint"] for e in history["errors"]}  # recorded once, by itself
     assert "Rank 1 (pid" in srv.stderr() + srv.stdout()
