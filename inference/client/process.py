@@ -10,6 +10,7 @@ a new one starts and loads the models that were resident.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import multiprocessing
 import threading
@@ -263,6 +264,12 @@ class ProcessEngineClient(BaseEngineClient):
         self._process.join(5)
         if self._stopping:
             return
+        if self.group is not None and not self.group.lost:
+            # Rank 0's engine died on its own: a new one could not rejoin the other ranks.
+            reason = f"rank 0's engine process stopped (exit code {self._process.exitcode})"
+            self._on_state(
+                wire.EngineState((), None, self.oom_unloaded, dataclasses.replace(self.group, lost=reason))
+            )
         if self.group is not None and self.group.lost:
             self._group_lost()
             return

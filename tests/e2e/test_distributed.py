@@ -222,3 +222,23 @@ def test_a_lost_rank_ends_the_stream_with_a_coded_error_and_readyz_says_why(make
         history = http.get("/admin/errors", params={"code": "distributed-rank-lost"}).json()
         assert "distributed-group" in {e["endpoint"] for e in history["errors"]}  # recorded once, by itself
     assert "Rank 1 (pid" in srv.stderr() + srv.stdout()
+
+
+def test_rank_0s_engine_dying_breaks_the_group_and_is_not_restarted_alone(make_server, group_store):
+    srv = make_server(models_dir=group_store, default_model="tiny-llama", serve_args=RANKS, wait_ready=True)
+    (follower,) = _followers(srv)
+    (engine,) = [
+        p for p in psutil.Process(srv.proc.pid).children() if any("spawn_main" in a for a in p.cmdline())
+    ]
+    engine.send_signal(signal.SIGKILL)
+    with srv.client() as http:
+        assert wait_for(lambda: http.get("/readyz").status_code == 503, timeout=10)
+        probe = http.get("/readyz").json()
+        assert probe["error"] == "distributed-rank-lost"
+        assert probe["reason"] == "rank 0's engine process stopped (exit code -9)"
+        assert http.get("/healthz").status_code == 200
+        body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "w1"}], "max_tokens": 2}
+        refused = http.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "distributed-rank-lost"
+    assert follower.wait(15) is None or not follower.is_running()  # it left the broken group
+    assert "Engine process restarted" not in srv.stderr() + srv.stdout()
