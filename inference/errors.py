@@ -85,15 +85,6 @@ class OomUnloaded(LMXError):
 class DistributedRankLost(LMXError):
     kind = DISTRIBUTED_RANK_LOST
 
-    def __init__(
-        self,
-        message: str = "A rank of LMX's distributed group was lost (see the server log). "
-        "Restart LMX with every rank running.",
-        **kw,
-    ):
-        kw.setdefault("retry_after", 30)
-        super().__init__(message, **kw)
-
 
 class StorageFull(LMXError):
     kind = STORAGE_FULL

@@ -214,5 +214,6 @@ class BaseEngineClient:
 def group_lost(group: GroupInfo) -> DistributedRankLost:
     return DistributedRankLost(
         f"LMX's distributed group of {group.size} ranks broke: {group.lost}. Requests cannot run "
-        "until LMX is restarted with every rank running."
+        "until LMX is restarted with every rank running.",
+        retry_after=30,
     )
