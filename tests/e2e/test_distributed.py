@@ -242,3 +242,34 @@ def test_rank_0s_engine_dying_breaks_the_group_and_is_not_restarted_alone(make_s
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "distributed-rank-lost"
     assert follower.wait(15) is None or not follower.is_running()  # it left the broken group
     assert "Engine process restarted" not in srv.stderr() + srv.stdout()
+
+
+def test_a_rank_that_stops_answering_is_called_lost_after_the_timeout(make_server, group_store):
+    srv = make_server(
+        models_dir=group_store,
+        default_model="tiny-llama",
+        serve_args=RANKS,
+        wait_ready=True,
+        env={"LMX_DISTRIBUTED_TIMEOUT_S": "3"},
+    )
+    (follower,) = _followers(srv)
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "w3"}], "max_tokens": 100000}
+    body.update(ignore_eos=True, stream=True)
+    events = []
+    with srv.client() as http:
+        try:
+            with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: {"):
+                        events.append(json.loads(line[6:]))
+                        if len(events) == 3:
+                            follower.suspend()  # frozen, sockets open: only the watchdog can tell
+                            frozen = time.monotonic()
+            assert time.monotonic() - frozen < 15
+            assert events[-1]["error"]["code"] == "distributed-rank-lost"
+            assert "rank 1 stopped answering for 3 s" in events[-1]["error"]["message"]
+            probe = http.get("/readyz").json()
+            assert probe["error"] == "distributed-rank-lost" and "stopped answering" in probe["reason"]
+            assert http.get("/healthz").status_code == 200
+        finally:
+            follower.resume()
