@@ -113,16 +113,12 @@ def test_two_ranks_serve_the_tokens_of_one_and_refuse_a_model_they_cannot_split(
         with srv.client() as http:
             for model in MODELS:
                 assert _load(http, model)["success"] is True
-    # One by one, each model's tokens on 2 ranks are 1 rank's. Batched, the dense model's are
-    # too; a mixture of experts' are not compared there: which requests share a step depends on
-    # when they arrive, and a router choosing between near-equal random experts follows the
-    # rounding of the batch's shapes (on 1 rank as well).
+    # One by one and batched (four requests at once: the batch), streamed and not, greedy and
+    # seeded, each model's tokens on 2 ranks are those of 1 rank.
     one_by_one = _answers(one, MODELS, together=False)
     assert all(one_by_one.values()) and _answers(two, MODELS, together=False) == one_by_one
-    batched = _answers(two, MODELS, together=True)
-    assert all(batched.values())
-    dense = {key: text for key, text in batched.items() if key[0] == "tiny-llama"}
-    assert dense == {key: text for key, text in _answers(one, ["tiny-llama"], together=True).items()}
+    batched = _answers(one, MODELS, together=True)
+    assert batched == one_by_one and _answers(two, MODELS, together=True) == batched
     alone = one_by_one
 
     with two.client() as http:
@@ -145,8 +141,23 @@ def test_two_ranks_serve_the_tokens_of_one_and_refuse_a_model_they_cannot_split(
         assert "9 attention heads do not divide by 2 ranks" in message and "pipeline" in message
         assert http.get("/readyz").json()["ready"] is True
 
-    # A stream cancelled on rank 0 is dropped on both ranks: the group serves on, in step.
+    # The prompt cache: a prompt sent again starts from what the first left, on every rank.
     client = _client(two)
+    prompt = [{"role": "user", "content": " ".join(f"w{i}" for i in range(40, 80))}]
+    replies = {}
+    for srv in (one, two):
+        for _ in range(2):
+            again = _client(srv).chat.completions.create(
+                model="tiny-llama", messages=prompt, max_tokens=6, temperature=0
+            )
+        replies[srv.port] = (
+            again.choices[0].message.content,
+            again.usage.prompt_tokens_details.cached_tokens,
+        )
+    (text_one, cached_one), (text_two, cached_two) = replies.values()
+    assert cached_two > 0 and (text_two, cached_two) == (text_one, cached_one)
+
+    # A stream cancelled on rank 0 is dropped on both ranks: the group serves on, in step.
     chunks = client.chat.completions.create(
         model="tiny-llama", messages=[{"role": "user", "content": "w5"}], max_tokens=2000, stream=True
     )

@@ -31,3 +31,19 @@ def test_a_changed_configuration_wins_over_an_older_run_time_change(fresh, monke
 def test_an_unreadable_file_falls_back_to_the_settings(fresh, tmp_path):
     (tmp_path / memory.FILE_NAME).write_text("{not json")
     assert memory.thresholds() == (85.0, 90.0)
+
+
+def test_a_distributed_group_is_as_full_as_its_fullest_rank(monkeypatch):
+    from types import SimpleNamespace
+
+    from inference.wire import MemoryFigures
+
+    figures = MemoryFigures(active=1_000_000_000, total=10_000_000_000, ranks=(1_000_000_000, 9_000_000_000))
+    monkeypatch.setattr(memory, "get_engine", lambda: SimpleNamespace(memory=figures))
+    monkeypatch.setattr(memory, "engine_rss", lambda: 0)
+    snap = memory.snapshot()
+    assert snap["active_gb"] == 9.0 and snap["ranks_active_gb"] == [1.0, 9.0]
+    assert memory.used_pct(snap) == 90.0  # the guardian's critical threshold, by rank 1 alone
+    alone = MemoryFigures(active=1_000_000_000, total=10_000_000_000)
+    monkeypatch.setattr(memory, "get_engine", lambda: SimpleNamespace(memory=alone))
+    assert memory.snapshot()["active_gb"] == 1.0 and "ranks_active_gb" not in memory.snapshot()
