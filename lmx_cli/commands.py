@@ -215,7 +215,8 @@ def status(server: Server, args: argparse.Namespace) -> int:
     if args.json:
         render.dump({"readyz": ready, "memory": memory, "throughput": throughput})
         return 0 if ready.get("ready") else 1
-    state = "ready" if ready.get("ready") else f"not ready ({ready.get('error', 'unknown')})"
+    why = ready.get("error", "unknown") + (f": {ready['reason']}" if ready.get("reason") else "")
+    state = "ready" if ready.get("ready") else f"not ready ({why})"  # a lost rank says which
     print(f"LMX at {server.url}: {state}")
     if ready.get("models"):
         print(f"  resident:   {', '.join(ready['models'])} (most recent: {ready.get('model')})")

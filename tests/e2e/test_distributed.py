@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.random_model import TINY_LLAMA, build
 from tests.conftest import MLX_ID, link_model, wait_for
+from tests.e2e.test_cli import lmx
 
 TINY = {**TINY_LLAMA, "vocab_size": 512}  # heads 4, key/value heads 2, MLP 128: all divide by 2
 MODELS = {
@@ -233,6 +234,9 @@ def test_a_lost_rank_ends_the_stream_with_a_coded_error_and_readyz_says_why(make
         history = http.get("/admin/errors", params={"code": "distributed-rank-lost"}).json()
         assert "distributed-group" in {e["endpoint"] for e in history["errors"]}  # recorded once, by itself
     assert "Rank 1 (pid" in srv.stderr() + srv.stdout()
+    shown = lmx(srv, "status", token=None)
+    assert shown.returncode == 1
+    assert "not ready (distributed-rank-lost: rank 1 exited with code -9)" in shown.stdout
 
 
 def test_rank_0s_engine_dying_breaks_the_group_and_is_not_restarted_alone(make_server, group_store):
