@@ -236,7 +236,8 @@ def test_a_lost_rank_ends_the_stream_with_a_coded_error_and_readyz_says_why(make
     assert "Rank 1 (pid" in srv.stderr() + srv.stdout()
     shown = lmx(srv, "status", token=None)
     assert shown.returncode == 1
-    assert "not ready (distributed-rank-lost: rank 1 exited with code -9)" in shown.stdout
+    # rank 0 hears first from the launcher ("exited with code -9") or from the ring ("was lost")
+    assert "not ready (distributed-rank-lost: rank 1 " in shown.stdout
 
 
 def test_rank_0s_engine_dying_breaks_the_group_and_is_not_restarted_alone(make_server, group_store):
