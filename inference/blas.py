@@ -64,6 +64,11 @@ def preload_library() -> str | None:
     return library
 
 
+def with_preload(library: str) -> str:
+    """LD_PRELOAD with `library` first, before whatever this process's environment preloads."""
+    return ":".join(p for p in (library, os.environ.get("LD_PRELOAD") or "") if p)
+
+
 @contextlib.contextmanager
 def preloaded_for_children():
     """Processes started inside this block (the engine's) get OpenBLAS preloaded when wanted."""
@@ -72,7 +77,7 @@ def preloaded_for_children():
         yield
         return
     saved = os.environ.get("LD_PRELOAD")
-    os.environ["LD_PRELOAD"] = ":".join(p for p in (library, saved or "") if p)
+    os.environ["LD_PRELOAD"] = with_preload(library)
     try:
         yield
     finally:

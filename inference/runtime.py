@@ -49,8 +49,11 @@ def follow() -> int:
     """This process is a rank other than 0: follow rank 0's engine until it stops the group."""
     library = blas.preload_library()
     if library is not None and not blas.openblas_loaded():  # as rank 0's engine process starts
-        env = {**os.environ, "LD_PRELOAD": ":".join(p for p in (library, os.environ.get("LD_PRELOAD")) if p)}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+        os.execve(
+            sys.executable,
+            [sys.executable, *sys.argv],
+            {**os.environ, "LD_PRELOAD": blas.with_preload(library)},
+        )
     from inference.engine.process import follow as follow_rank  # this process is an engine rank
 
     return follow_rank(engine_options())

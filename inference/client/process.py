@@ -236,11 +236,7 @@ class ProcessEngineClient(BaseEngineClient):
         self.models, self.loading, self.oom_unloaded = message.models, message.loading, message.oom_unloaded
         self.group = message.group
         if newly_lost:  # the models it held are gone with the group: say so, as an unload does
-            for info in had:
-                event = wire.ModelEvent(
-                    wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="distributed-rank-lost"
-                )
-                self._notify(event.as_dict())
+            self._announce_gone(had, "distributed-rank-lost")
         if newly_lost and self._on_group_lost is not None:
             try:
                 self._on_group_lost(group_lost(message.group))
@@ -276,19 +272,13 @@ class ProcessEngineClient(BaseEngineClient):
         log.error("The engine process stopped (exit code %s); its requests failed", self._process.exitcode)
         had, loading = self.models, self.loading
         self.models, self.loading = (), None  # probes say so before requests fail
-        for info in had:
-            event = wire.ModelEvent(
-                wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason="engine-stopped"
+        self._announce_gone(had, "engine-stopped")
+        self._fail_in_flight(
+            EngineLost(
+                "The engine process stopped while this request ran (see the server log). "
+                "LMX restarted it; retry."
             )
-            self._notify(event.as_dict())
-        error = EngineLost(
-            "The engine process stopped while this request ran (see the server log). LMX restarted it; retry."
         )
-        with self._lock:
-            calls, self._calls = self._calls, {}
-        self._deliver([(rid, wire.Failed(error)) for rid in list(self._streams)])
-        for future in calls.values():
-            future.set_exception(error)
         if not self._heard:
             log.critical("The engine process exited before it started; LMX cannot generate")
             return
@@ -307,7 +297,19 @@ class ProcessEngineClient(BaseEngineClient):
         distributed-rank-lost. Not restarted: the other ranks are not there to follow it."""
         log.error("Distributed group lost (%s); its requests failed, /readyz reports it", self.group.lost)
         self.models, self.loading = (), None
-        error = group_lost(self.group)
+        self._fail_in_flight(group_lost(self.group))
+
+    def _announce_gone(self, infos, reason: str) -> None:
+        """`unloaded` model events for models the engine no longer holds, saying why."""
+        for info in infos:
+            self._notify(
+                wire.ModelEvent(
+                    wire.ModelAction.UNLOADED, info.spec.id, info.vram_gb, reason=reason
+                ).as_dict()
+            )
+
+    def _fail_in_flight(self, error: LMXError) -> None:
+        """Every stream and every pending call ends with `error` (the engine that held them is gone)."""
         with self._lock:
             calls, self._calls = self._calls, {}
         self._deliver([(rid, wire.Failed(error)) for rid in list(self._streams)])

@@ -300,9 +300,7 @@ class Engine:
                 break
             if self.host.busy:
                 self._step()
-        self.host.fail_all(NoModelLoaded("LMX is shutting down."))
-        self._publish()
-        self.host.drop()
+        self._shut_down()
 
     def _serve_in_step(self) -> None:
         """A rank of a group: rank 0's commands at the top of each iteration, then the same
@@ -322,6 +320,9 @@ class Engine:
         except RuntimeError as exc:  # a collective whose peer is gone
             self._group_lost(self.group.lost_rank(exc))
             return
+        self._shut_down()
+
+    def _shut_down(self) -> None:
         self.host.fail_all(NoModelLoaded("LMX is shutting down."))
         self._publish()
         self.host.drop()

@@ -11,9 +11,14 @@ from __future__ import annotations
 from inference.errors import InvalidRequest
 
 
+def _family(model) -> str:
+    """mlx-lm's name for the model's family: its module (llama, qwen3_moe, ...)."""
+    return type(model).__module__.rsplit(".", 1)[-1]
+
+
 def _tensor_refusal(model, config: dict, size: int) -> str | None:
     if not hasattr(model, "shard"):
-        return f"{type(model).__module__.rsplit('.', 1)[-1]} has no tensor-parallel split in mlx-lm"
+        return f"{_family(model)} has no tensor-parallel split in mlx-lm"
     text = config.get("text_config") or config
     checks = {
         "attention heads": text.get("num_attention_heads"),
@@ -29,7 +34,7 @@ def _tensor_refusal(model, config: dict, size: int) -> str | None:
 def _pipeline_refusal(model, size: int) -> str | None:
     inner = getattr(model, "model", None)
     if not hasattr(inner, "pipeline"):
-        return f"{type(model).__module__.rsplit('.', 1)[-1]} has no pipeline split in mlx-lm"
+        return f"{_family(model)} has no pipeline split in mlx-lm"
     if len(inner.layers) < size:
         return f"its {len(inner.layers)} layers are fewer than {size} ranks"
     return None

@@ -347,9 +347,8 @@ def test_a_hub_download_shows_its_progress_then_the_model(make_server, open_dash
 def test_a_distributed_group_shows_its_ranks_and_then_the_rank_it_lost(make_server, open_dashboard, tmp_path):
     import signal
 
-    import psutil
-
     from benchmarks.random_model import TINY_LLAMA, build
+    from tests.e2e.test_distributed import _followers
 
     store = tmp_path / "group-store"
     build("llama-3.1-8b", store / "tiny-llama", overrides={**TINY_LLAMA, "vocab_size": 512})
@@ -365,11 +364,7 @@ def test_a_distributed_group_shows_its_ranks_and_then_the_rank_it_lost(make_serv
     expect(line).to_contain_text(re.compile(r"rank 0 [\d.]+ GB · rank 1 [\d.]+ GB"))
     expect(model_row(page, "tiny-llama").locator(".state")).to_have_text("loaded")
 
-    (follower,) = [
-        p
-        for p in psutil.Process(srv.proc.pid).children(recursive=True)
-        if p.cmdline()[-1:] == ["lmx_serve"] and p.environ().get("MLX_RANK") == "1"
-    ]
+    (follower,) = _followers(srv)
     follower.send_signal(signal.SIGKILL)
     # from the launcher ("exited with code -9") or from the ring ("was lost"), whichever is first
     expect(line).to_contain_text(re.compile(r"LOST: rank 1 (exited with code -9|was lost)"), timeout=15_000)
