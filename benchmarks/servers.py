@@ -60,6 +60,7 @@ class Served:
     def __init__(self, name: str, argv: list[str], env: dict, port: int, log: Path):
         self.name, self.port, self.log = name, port, log
         self.url = f"http://127.0.0.1:{port}"
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -92,6 +93,22 @@ def start_lmx(
     extra_env: dict | None = None,
     serve_args: tuple[str, ...] = (),
 ) -> Served:
+    served = launch_lmx(
+        model_id, workdir=workdir, streams=streams, extra_env=extra_env, serve_args=serve_args
+    )
+    served.wait("/readyz")
+    return served
+
+
+def launch_lmx(
+    model_id: str,
+    *,
+    workdir: Path,
+    streams: int,
+    extra_env: dict | None = None,
+    serve_args: tuple[str, ...] = (),
+) -> Served:
+    """LMX started (its database migrated first), not yet ready."""
     port = free_port()
     env = {
         **os.environ,
@@ -108,12 +125,18 @@ def start_lmx(
     # With the benchmark hook, the benchmark's own launcher: lmx_serve itself installs no hook.
     serve = ["-m", "benchmarks.hooked_serve"] if env.get("LMX_BENCH_HOOK") else ["manage.py", "lmx_serve"]
     argv = [sys.executable, *serve, "--port", str(port), *serve_args]
-    served = Served("LMX", argv, env, port, workdir / "lmx.log")
-    served.wait("/readyz")
-    return served
+    return Served("LMX", argv, env, port, workdir / "lmx.log")
 
 
 def start_peer(model_path: str, *, workdir: Path, extra_args: tuple[str, ...] = ()) -> Served:
+    served = launch_peer(model_path, workdir=workdir, extra_args=extra_args)
+    served.wait("/v1/models")
+    return served
+
+
+def launch_peer(
+    model_path: str, *, workdir: Path, extra_args: tuple[str, ...] = (), env: dict | None = None
+) -> Served:
     port = free_port()
     argv = [
         sys.executable,
@@ -127,8 +150,10 @@ def start_peer(model_path: str, *, workdir: Path, extra_args: tuple[str, ...] = 
         "WARNING",
         *extra_args,
     ]
-    served = Served(
-        "mlx_lm.server", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir / "peer.log"
+    return Served(
+        "mlx_lm.server",
+        argv,
+        {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        port,
+        workdir / "peer.log",
     )
-    served.wait("/v1/models")
-    return served

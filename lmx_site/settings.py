@@ -140,6 +140,7 @@ LMX_PREFILL_CHUNK = env.str("LMX_PREFILL_CHUNK", default="auto")  # tokens a pro
 LMX_PREFILL_BUCKETS = env.str(
     "LMX_PREFILL_BUCKETS", default="auto"
 )  # auto | on | off (inference.engine.solo)
+LMX_WARM_UP = env.str("LMX_WARM_UP", default="background")  # background | load (inference.engine.warming)
 LMX_SHORT_ATTENTION = env.str(
     "LMX_SHORT_ATTENTION", default="auto"
 )  # auto | on | off (inference.engine.mlx_compat.attention)

@@ -106,5 +106,12 @@ class LMXServer:
     def stderr(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""
 
+    def engine_process(self):
+        """The engine's process (the server's child that owns MLX), as psutil sees it."""
+        import psutil
+
+        children = psutil.Process(self.proc.pid).children()
+        return next(p for p in children if any("spawn_main" in a for a in p.cmdline()))
+
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 120), **kw)

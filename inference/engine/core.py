@@ -285,8 +285,8 @@ class Engine:
             return
         while not self._stop.is_set():
             try:
-                # Idle: sleep until a job comes. Busy: only pick up what is already there.
-                job = self._jobs.get_nowait() if self.host.busy else self._jobs.get()
+                # Idle: sleep until a job comes. Busy, or warm-up left: only pick up what is there.
+                job = self._jobs.get_nowait() if self.host.busy or self.host.warming else self._jobs.get()
             except queue.Empty:
                 job = None
             while job is not None:
@@ -300,6 +300,8 @@ class Engine:
                 break
             if self.host.busy:
                 self._step()
+            elif self.host.warming:
+                self.host.warming.run_next()
         self._shut_down()
 
     def _serve_in_step(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -62,21 +63,40 @@ def warm_up(model) -> None:
     """A few tokens through the model, thrown away, so the first request does not pay for the
     backend's first use of its kernels (as llama.cpp's server does; docs/bench/h100-ttft-llama-3.1-8b.md,
     docs/BENCHMARKS.md): eight tokens, eight more after them (a chunk after cached tokens) and one
-    decoding step; with LMX_PREFILL_BUCKETS on a GPU also a chunk of each bucket's length, as
-    MLX's CUDA build pays for its first call at each length. Not on the CPU, which has no such
-    first calls."""
+    decoding step. What only some requests need comes later (`later_warm_ups`)."""
     from mlx_lm.models.cache import make_prompt_cache
 
-    # Logits too: a short prompt rest is fed with its last token (engine.solo.tail_limit).
-    for length in BUCKETS if buckets_enabled() and not cpu_blas.on_cpu() else ():
-        cache = make_prompt_cache(model)
-        mx.eval(
-            model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache]
-        )
     cache = make_prompt_cache(model)
     for _chunk in range(2):
         mx.eval(model(mx.array([[0] * 8], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache])
     mx.eval(model(mx.array([[0]], dtype=mx.uint32), cache=cache))
+    del cache
+    mx.clear_cache()
+
+
+def later_warm_ups(model) -> list[tuple[str, Callable[[], None]]]:
+    """With LMX_PREFILL_BUCKETS on a GPU, a chunk of each bucket's length, shortest first: MLX's
+    CUDA build pays for its first call at each length (on a fresh machine it compiles kernels
+    then). Under LMX_WARM_UP=background the engine runs them one at a time while it has nothing
+    else to do, after the model is ready (a request that comes first pays for its own length);
+    under `load` before. None on the CPU, which has no such first calls."""
+    if not buckets_enabled() or cpu_blas.on_cpu():
+        return []
+    return [(f"{length}-token chunk", partial(_chunk, model, length)) for length in BUCKETS]
+
+
+def warm_up_in_background() -> bool:
+    from inference import conf
+
+    return str(conf.get("LMX_WARM_UP")).lower() == "background"
+
+
+def _chunk(model, length: int) -> None:
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    # Logits too: a short prompt rest is fed with its last token (engine.solo.tail_limit).
+    mx.eval(model(mx.array([[0] * length], dtype=mx.uint32), cache=cache)[:, -1], [c.state for c in cache])
     del cache
     mx.clear_cache()
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass, fields
 
 import mlx.core as mx
 
-from inference.engine import disk_cache, loading, sharding
+from inference.engine import disk_cache, loading, sharding, warming
 from inference.engine.disk_cache import DiskTier
 from inference.engine.mlx_compat import quantized_cache
 from inference.engine.mlx_compat.generator import LMXBatchGenerator
 from inference.engine.scheduler import Scheduler
+from inference.engine.warming import Warming
 from inference.errors import InvalidRequest, LMXError, NoModelLoaded, OomUnloaded
-from inference.heap import freeze_heap
+from inference.heap import freeze_heap, return_free_memory
 from inference.store import ModelSpec
 from inference.wire import (
     DEFAULT_OPTIONS,
@@ -117,6 +118,7 @@ class ModelHost:
         self.residents: dict[str, Resident] = {}  # by path, in load order
         self.loading: str | None = None
         self.oom_unloaded: frozenset[str] = frozenset()  # paths the guardian unloaded, until loaded again
+        self.warming = Warming()  # warm-up pieces left, run while the engine is idle
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -196,6 +198,10 @@ class ModelHost:
                 raise InvalidRequest(f"{spec.id}: {why}")
             vram = max(mx.get_active_memory() - before, loading.parameter_bytes(model))
             self._warm_up(spec, model)
+            later = loading.later_warm_ups(model)
+            if later and (self.group is not None or not loading.warm_up_in_background()):
+                warming.run_now(spec.id, later)
+                later = []
             elapsed_ms = int((time.perf_counter() - start) * 1000)  # until it is ready to serve
             loaded = LoadedModel(
                 spec=spec,
@@ -231,6 +237,7 @@ class ModelHost:
                 spec.path: Resident(loaded, generator, self.counters, self.max_concurrent),
             }
             self.oom_unloaded = self.oom_unloaded - {spec.path}
+            self.warming.add(spec.path, spec.id, later)
             freeze_heap()
         except BaseException:
             model = tokenizer = None
@@ -268,6 +275,7 @@ class ModelHost:
                 )
             )
             resident.close()
+            self.warming.drop(one)
             self.residents = {p: r for p, r in self.residents.items() if p != one}
             del resident
             ids.append((model_id, one))
@@ -292,6 +300,7 @@ class ModelHost:
             freed += resident.generator.prompt_caches.nbytes
             resident.generator.prompt_caches.trim_to(n_sequences=0)
         mx.clear_cache()
+        return_free_memory()
         return freed
 
     def fail_all(self, error: LMXError) -> None:
@@ -302,6 +311,7 @@ class ModelHost:
     def drop(self) -> None:
         """Let go of every model and its batch, whatever state they are in (shutdown)."""
         residents, self.residents = self.residents, {}
+        self.warming.drop()
         while residents:  # no name left holding one when the collector runs
             residents.popitem()[1].close()
         self._release()
@@ -311,3 +321,4 @@ class ModelHost:
         gc.unfreeze()  # the model's objects were frozen with the rest: let them go
         freeze_heap()
         mx.clear_cache()
+        return_free_memory()

@@ -243,9 +243,7 @@ def test_a_lost_rank_ends_the_stream_with_a_coded_error_and_readyz_says_why(make
 def test_rank_0s_engine_dying_breaks_the_group_and_is_not_restarted_alone(make_server, group_store):
     srv = make_server(models_dir=group_store, default_model="tiny-llama", serve_args=RANKS, wait_ready=True)
     (follower,) = _followers(srv)
-    (engine,) = [
-        p for p in psutil.Process(srv.proc.pid).children() if any("spawn_main" in a for a in p.cmdline())
-    ]
+    engine = srv.engine_process()
     engine.send_signal(signal.SIGKILL)
     with srv.client() as http:
         assert wait_for(lambda: http.get("/readyz").status_code == 503, timeout=10)

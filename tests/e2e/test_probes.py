@@ -2,8 +2,6 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
-
 from tests.conftest import GGUF_ID, MLX_ID, wait_for
 
 
@@ -40,16 +38,11 @@ def test_default_model_is_loaded_at_start(server):
     assert body["ready"] is True and body["model"] == MLX_ID
 
 
-def _engine_process(srv) -> psutil.Process:
-    children = psutil.Process(srv.proc.pid).children()
-    return next(p for p in children if "spawn_main" in " ".join(p.cmdline()))
-
-
 def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(make_server, server_db):
     from monitoring.models import ErrorEvent, ModelRecord
 
     srv = make_server(default_model=MLX_ID, wait_ready=True)
-    engine = _engine_process(srv)
+    engine = srv.engine_process()
     with srv.client() as http, ThreadPoolExecutor(1) as pool:
         body = {"model": MLX_ID, "messages": [{"role": "user", "content": "Write a long story."}]}
         running = pool.submit(http.post, "/v1/chat/completions", json={**body, "max_tokens": 400})
@@ -71,7 +64,7 @@ def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(mak
     assert "engine process stopped" in failed.json()["error"]["message"]
     assert failed.json()["error"]["code"] == "internal-error"
     assert "Paris" in answer.json()["choices"][0]["message"]["content"]
-    assert _engine_process(srv).pid != engine.pid
+    assert srv.engine_process().pid != engine.pid
     assert ErrorEvent.objects.using(server_db(srv)).filter(code="internal-error").exists()
     out = srv.stdout()
     assert "ERROR:    The engine process stopped (exit code -9); its requests failed\n" in out
@@ -82,7 +75,7 @@ def test_a_killed_engine_process_fails_its_request_and_the_server_comes_back(mak
 
 def test_an_engine_killed_during_a_load_gives_the_resident_model_back(make_server):
     srv = make_server(default_model=MLX_ID, wait_ready=True)
-    engine = _engine_process(srv)
+    engine = srv.engine_process()
 
     def state(http) -> dict:
         return {m["id"]: m for m in http.get("/admin/models").json()["models"]}

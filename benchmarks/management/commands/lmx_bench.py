@@ -36,9 +36,16 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--workload",
-            choices=["agent", "mixed"],
+            choices=["agent", "mixed", "cold"],
             help="only this workload, LMX against mlx_lm.server: agent sessions with long prefixes "
-            "over several turns, or streams decoding while a long prompt arrives",
+            "over several turns, streams decoding while a long prompt arrives, or start-to-ready "
+            "with empty kernel caches (cold)",
+        )
+        parser.add_argument(
+            "--cold-prompt-tokens", type=int, default=2000, help="cold: the first request's prompt tokens"
+        )
+        parser.add_argument(
+            "--cold-warm-up", default="background,load", help="cold: the LMX_WARM_UP values LMX runs under"
         )
         parser.add_argument("--sessions", type=int, default=8, help="agent: sessions at once")
         parser.add_argument("--prefix-tokens", type=int, default=12000, help="agent: each session's prefix")
@@ -143,6 +150,11 @@ class Command(BaseCommand):
             peer=not o["no_peer"],
             env=dict(pair.split("=", 1) for pair in o["lmx_env"]),
         )
+        if o["workload"] == "cold":
+            from benchmarks.cold_start import ColdOptions, run_cold
+
+            modes = tuple(o["cold_warm_up"].split(","))
+            return run_cold(target, ColdOptions(prompt_tokens=o["cold_prompt_tokens"], lmx_modes=modes))
         if o["workload"] == "mixed":
             opts = workloads.MixedOptions(streams=o["mixed_streams"], long_tokens=o["long_tokens"])
             return workloads.run_mixed(target, opts)
