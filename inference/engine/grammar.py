@@ -68,10 +68,14 @@ class GrammarProcessor:
     def consume(self, token: int | None) -> None:
         """Feed the matcher `token` (the one sampled at the step before; not read on the first
         call, after the prompt)."""
-        if self._calls:
+        if self.step():
             self.matcher.consume_token(token)
+
+    def step(self) -> bool:
+        """Count a call; whether it has a token to feed first (not the first, after the prompt)."""
         self._pending = None
         self._calls += 1
+        return self._calls > 1
 
     def rescue(self, words: np.ndarray) -> None:
         """A mask allowing nothing means the matcher failed: allow end-of-sequence instead, so the
@@ -114,26 +118,32 @@ _executor: LLExecutor | None = None
 
 
 def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: list[int]) -> mx.array:
-    """The batch step's grammars in one go: each constrained row's matcher fed the token it
-    sampled at the step before (`last`, read on the host), then all their masks computed in
-    parallel by llguidance's thread pool (without the GIL) into one bitmask for the whole batch
-    (other rows allow every token), applied with one `where`: masks one after another, per-row
-    slices and concatenation cost more than the forward pass leaves at 32 rows."""
+    """The batch step's grammars in one go: every constrained row's matcher fed the token it
+    sampled at the step before (`last`, read on the host) and all their masks computed, each in
+    one call to llguidance's thread pool (without the GIL), the masks written straight into one
+    bitmask for the whole batch (other rows allow every token), applied with one `where`: at 32
+    rows, per-row calls, slices and copies cost more than the forward pass leaves the host."""
     global _executor
     if _executor is None:
         _executor = LLExecutor()
     batch, vocab = logits.shape
     width = -(-vocab // 32)
-    for row, processor in rows:
-        processor.consume(last[row])
+    fed = [(processor.matcher, last[row]) for row, processor in rows if processor.step()]
+    if fed:
+        _executor.consume_token_par(fed)
     own = rows[0][1].width  # one model, one tokenizer: every grammar's mask is this wide
-    masks = np.zeros((len(rows), own), dtype=np.int32)
-    fill_next_token_bitmask_par(_executor, [(p.matcher, i) for i, (_, p) in enumerate(rows)], masks)
     words = np.full((batch, max(width, own)), -1, dtype=np.int32)
-    for (row, processor), mask in zip(rows, masks, strict=True):
-        processor.rescue(mask)
-        words[row] = 0
-        words[row, :own] = mask
+    if own == words.shape[1]:
+        fill_next_token_bitmask_par(_executor, [(p.matcher, row) for row, p in rows], words)
+    else:  # logits wider than the tokenizer: the tokens past its end are never allowed
+        masks = np.zeros((len(rows), own), dtype=np.int32)
+        fill_next_token_bitmask_par(_executor, [(p.matcher, i) for i, (_, p) in enumerate(rows)], masks)
+        for (row, _), mask in zip(rows, masks, strict=True):
+            words[row] = 0
+            words[row, :own] = mask
+    constrained = np.array([row for row, _ in rows])
+    for row in constrained[~words[constrained].any(axis=1)]:
+        dict(rows)[int(row)].rescue(words[row])
     return _apply(logits, words)
 
 

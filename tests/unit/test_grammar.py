@@ -61,3 +61,34 @@ def test_a_batch_s_grammars_are_applied_in_one_mask_and_free_rows_keep_their_log
     again = mask_rows(logits, [(1, batched)], last=[7, token, 9])
     alone.advance(token)
     assert mx.array_equal(again[1:2], alone(mx.array([1, token]), logits[1:2]))
+
+
+def test_masks_as_wide_as_the_logits_are_written_in_place_and_a_failed_matcher_allows_only_the_end(
+    tmp_path,
+):
+    from inference.engine.grammar import mask_rows
+
+    write_tokenizer(tmp_path, 3072)  # the tokenizer's masks exactly as wide as the logits
+    tokenizer = TokenizerWrapper(AutoTokenizer.from_pretrained(str(tmp_path)))
+    grammar_tokenizer = tokenizer_for(tokenizer, 3072)
+    grammar = json_schema(SCHEMA, where="test")
+    alone = GrammarProcessor(grammar_tokenizer, grammar)
+    rows = [
+        (0, GrammarProcessor(grammar_tokenizer, grammar)),
+        (2, GrammarProcessor(grammar_tokenizer, grammar)),
+    ]
+    logits = mx.array(np.random.default_rng(2).normal(size=(3, 3072)).astype(np.float32))
+    masked = mask_rows(logits, rows, last=[0, 0, 0])
+    expected = alone(mx.array([1]), logits[:1])
+    assert mx.array_equal(masked[0:1], expected) and mx.array_equal(masked[1], logits[1])
+    assert mx.array_equal(
+        masked[2:3], alone.__class__(grammar_tokenizer, grammar)(mx.array([1]), logits[2:3])
+    )
+    brace = tokenizer.convert_tokens_to_ids("{")
+    closing = tokenizer.convert_tokens_to_ids("}")
+    # row 0 follows the grammar; row 2 is given a token the grammar forbids (its matcher fails)
+    again = mask_rows(logits, rows, last=[brace, 5, closing])
+    alone.advance(brace)
+    assert mx.array_equal(again[0:1], alone(mx.array([1, brace]), logits[:1]))
+    allowed = [int(i) for i in np.nonzero(np.isfinite(np.array(again[2])))[0]]
+    assert allowed and set(allowed) <= set(tokenizer.eos_token_ids)
