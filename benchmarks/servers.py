@@ -75,6 +75,17 @@ class Served:
             self.stop()
             raise RuntimeError(f"{self.name} failed to start:\n{self.log.read_text()[-3000:]}") from None
 
+    def wait_warm(self, timeout: float = 600) -> None:
+        """Until LMX's background warm-up is done (on a GPU, with prefill lengths to warm): the
+        measurements are of a warm server, as before that warm-up moved after ready."""
+        deadline = time.monotonic() + timeout
+        while (
+            "Prefill buckets" in (text := self.log.read_text()) and "finished in the background" not in text
+        ):
+            if self.proc.poll() is not None or time.monotonic() > deadline or "before ready" in text:
+                return
+            time.sleep(0.5)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
@@ -97,6 +108,7 @@ def start_lmx(
         model_id, workdir=workdir, streams=streams, extra_env=extra_env, serve_args=serve_args
     )
     served.wait("/readyz")
+    served.wait_warm()
     return served
 
 
