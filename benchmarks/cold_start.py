@@ -64,7 +64,7 @@ def measure(served: Served, probe: str, model: str, tokenizer, opts: ColdOptions
                 result.first_answer_s = one.first - started
         # LMX with prefill lengths to warm (a GPU): what the background warm-up cost, once done
         if probe == "/readyz" and "Prefill buckets" in served.log.read_text():
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + 150
             while "finished in the background" not in served.log.read_text() and time.monotonic() < deadline:
                 if "before ready" in served.log.read_text() or not alive():
                     break
