@@ -96,17 +96,9 @@ class Served:
                 self.proc.wait()
 
 
-def start_lmx(
-    model_id: str,
-    *,
-    workdir: Path,
-    streams: int,
-    extra_env: dict | None = None,
-    serve_args: tuple[str, ...] = (),
-) -> Served:
-    served = launch_lmx(
-        model_id, workdir=workdir, streams=streams, extra_env=extra_env, serve_args=serve_args
-    )
+def start_lmx(model_id: str, **how) -> Served:
+    """LMX started as `launch_lmx` takes it, ready and warm."""
+    served = launch_lmx(model_id, **how)
     served.wait("/readyz")
     served.wait_warm()
     return served
