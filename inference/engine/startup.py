@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from inference.engine import cpu_blas, solo
+from inference.engine import cpu_blas, loading, solo
 from inference.engine.mlx_compat import attention, batch_layers
 
 log = logging.getLogger("lmx")
@@ -25,6 +25,7 @@ def log_speedups() -> None:
         )
     if solo.buckets_enabled():
         log.info(
-            "Prefill buckets: prompt chunks are padded to one of 16 lengths, each run once at load "
-            "(LMX_PREFILL_BUCKETS=off to disable)"
+            "Prefill buckets: prompt chunks are padded to one of 16 lengths, each run once by the "
+            "warm-up, %s (LMX_PREFILL_BUCKETS=off to disable)",
+            "after ready, while idle" if loading.warm_up_in_background() else "before ready",
         )
