@@ -13,6 +13,7 @@ start-to-first-answer.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -84,16 +85,19 @@ def run_cold(t, opts: ColdOptions) -> str:
     every prefill length before ready), then the peer, each with fresh kernel caches."""
     results: dict[str, ColdResult] = {}
     caches = Path(tempfile.mkdtemp(prefix="lmx-cold-", dir=t.workdir))
-    if t.lmx:
-        for mode in opts.lmx_modes:
-            t.log(f"LMX, LMX_WARM_UP={mode}, fresh kernel caches …")
-            env = {**t.env, **fresh_kernel_caches(caches), "LMX_WARM_UP": mode}
-            served = launch_lmx(t.model_id, workdir=t.workdir, streams=4, extra_env=env)
-            results[f"LMX ({mode})"] = measure(served, "/readyz", t.model_id, t.tokenizer, opts)
-    if t.peer:
-        t.log("mlx_lm.server, fresh kernel caches …")
-        served = launch_peer(t.model_path, workdir=t.workdir, env=fresh_kernel_caches(caches))
-        results["mlx_lm.server"] = measure(served, "/v1/models", t.model_path, t.tokenizer, opts)
+    try:
+        if t.lmx:
+            for mode in opts.lmx_modes:
+                t.log(f"LMX, LMX_WARM_UP={mode}, fresh kernel caches …")
+                env = {**t.env, **fresh_kernel_caches(caches), "LMX_WARM_UP": mode}
+                served = launch_lmx(t.model_id, workdir=t.workdir, streams=4, extra_env=env)
+                results[f"LMX ({mode})"] = measure(served, "/readyz", t.model_id, t.tokenizer, opts)
+        if t.peer:
+            t.log("mlx_lm.server, fresh kernel caches …")
+            served = launch_peer(t.model_path, workdir=t.workdir, env=fresh_kernel_caches(caches))
+            results["mlx_lm.server"] = measure(served, "/v1/models", t.model_path, t.tokenizer, opts)
+    finally:
+        shutil.rmtree(caches, ignore_errors=True)  # the kernels each server compiled
     return table(t.model_id, opts, results)
 
 
