@@ -156,3 +156,17 @@ def test_workloads_compare_lmx_with_mlx_lm_server_in_one_table(tiny_models, tmp_
     assert 0 < _number(lmx_cached) <= 100 and 0 <= _number(peer_cached) <= 100
     for label in ("turn TTFT median, ms (turns 2+)", "after a restart: known session's next turn, ms"):
         assert all(_number(cell) > 0 for cell in _row(agent, label)[:2]), (label, agent)
+
+
+def test_the_cold_workload_times_start_to_ready_and_the_first_answer_for_both_servers(tiny_models, tmp_path):
+    """--workload cold on a tiny model: LMX under both warm-up orders and mlx_lm.server, each with
+    kernel caches of its own that the run removes after."""
+    cold = _bench(
+        tiny_models, tmp_path, "--model", "random-tiny", "--workload", "cold", "--cold-prompt-tokens", "64",
+    )  # fmt: skip
+    background, load, peer = _row(cold, "start to ready (readiness probe), s")
+    assert _number(background) > 0 and _number(load) > 0 and peer == "–", cold
+    assert all(_number(cell) > 0 for cell in _row(cold, "start to the first request's first token, s")), cold
+    assert all(_number(cell) > 0 for cell in _row(cold, "second request's TTFT, ms")), cold
+    assert "LMX (background): start-to-ready" in cold and "mlx_lm.server's start-to-first-answer" in cold
+    assert not list((ROOT / "var" / "bench").glob("lmx-cold-*"))
