@@ -170,3 +170,21 @@ def test_the_cold_workload_times_start_to_ready_and_the_first_answer_for_both_se
     assert all(_number(cell) > 0 for cell in _row(cold, "second request's TTFT, ms")), cold
     assert "LMX (background): start-to-ready" in cold and "mlx_lm.server's start-to-first-answer" in cold
     assert not list((ROOT / "var" / "bench").glob("lmx-cold-*"))
+
+
+def test_the_mask_cost_profile_times_each_part_of_a_structured_output_step(tiny_models):
+    """`lmx_bench_kernels --model PATH --masks`: the batch step with and without a json_schema
+    grammar on every row, and the two parts isolated, at each batch size."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "lmx_bench_kernels", "--no-kernels", "--masks", "--batches", "1,2",
+         "--model", str(tiny_models / "random-tiny")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    assert "| step, ms (pipelined) | batch 1 | batch 2 |" in table
+    assert all(_number(cell) > 0 for cell in _row(table, "no grammar"))
+    for variant in ("json_schema", "json_schema, mask uploaded when changed", "upload only"):
+        for cell in _row(table, variant):
+            ms, ratio = re.fullmatch(r"([\d.]+) \(([\d.]+×)\)", cell).groups()
+            assert _number(ms) > 0 and _number(ratio) > 0, (variant, table)

@@ -21,9 +21,16 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="also profile a batched decoding step of this model folder")
         parser.add_argument("--batches", default="1,8,32", help="batch sizes for --model")
         parser.add_argument("--kernels", action=argparse.BooleanOptionalAction, default=True)
+        parser.add_argument(
+            "--masks",
+            action="store_true",
+            help="with --model: what a structured-output (json_schema) row costs the batch step, in parts",
+        )
         parser.add_argument("--out", help="also write the tables to this file")
 
-    def handle(self, *args, shape, rows, repeat, no_gil, model, batches, kernels: bool, out, **opts):
+    def handle(
+        self, *args, shape, rows, repeat, no_gil, model, batches, kernels: bool, masks: bool, out, **opts
+    ):
         import platform
 
         import mlx.core as mx
@@ -31,7 +38,13 @@ class Command(BaseCommand):
         text = f"{mx.default_device()} on {platform.machine()}, MLX {mx.__version__}\n"
         if kernels:
             text += "\n" + self._kernels(shape, tuple(int(r) for r in rows.split(",")), repeat, not no_gil)
-        if model:
+        if model and masks:
+            from benchmarks import mask_cost
+
+            costs = mask_cost.measure(model, batches=tuple(int(b) for b in batches.split(",")))
+            text += f"\nStructured output in LMX's batch step, {Path(model).name}\n\n"
+            text += mask_cost.markdown(costs) + "\n"
+        elif model:
             profiles = step_profile.profile(model, batches=tuple(int(b) for b in batches.split(",")))
             text += f"\nBatched decoding step of {Path(model).name} (BatchGenerator)\n\n"
             text += step_profile.markdown(profiles) + "\n"

@@ -1,0 +1,117 @@
+"""What a structured-output row costs a batched decoding step, in parts (#21).
+
+`lmx_bench_kernels --model PATH --masks` runs LMX's batch step (HostReadBatch) on that model at
+several batch sizes, pipelined as a server runs it, four ways: no grammar; every row held to a
+JSON schema by llguidance (what a json_schema request does); the same, with the mask sent to the
+device only when it changed (inside the schema's string it does not), which isolates the mask's
+upload; and a fresh allow-everything mask uploaded and applied each step without llguidance,
+which isolates llguidance's host work."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+VARIANTS = ("no grammar", "json_schema", "json_schema, mask uploaded when changed", "upload only")
+
+
+@dataclass
+class MaskCost:
+    batch: int
+    step_ms: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _variant(name: str):
+    import mlx.core as mx
+    import numpy as np
+
+    from inference.engine import grammar
+
+    apply, mask_rows = grammar._apply, grammar.mask_rows
+    kept: dict = {}
+
+    def apply_when_changed(logits, words):
+        if kept.get("words") is None or not np.array_equal(kept["words"], words):
+            kept["words"], kept["device"] = words.copy(), mx.array(words)
+        rows, vocab = logits.shape
+        width = words.shape[1]
+        bits = (kept["device"][:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
+        allowed = bits.reshape(rows, width * 32)[:, :vocab].astype(mx.bool_)
+        return mx.where(allowed, logits, mx.array(-float("inf"), dtype=logits.dtype))
+
+    def upload_only(logits, rows, last):
+        batch, vocab = logits.shape
+        return apply(logits, np.full((batch, -(-vocab // 32)), -1, dtype=np.int32))
+
+    if name == "json_schema, mask uploaded when changed":
+        grammar._apply = apply_when_changed
+    elif name == "upload only":
+        grammar.mask_rows = upload_only
+    try:
+        yield
+    finally:
+        grammar._apply, grammar.mask_rows = apply, mask_rows
+
+
+def measure(model_path: str, *, batches=(1, 8, 32), steps: int = 48) -> list[MaskCost]:
+    from mlx_lm import load
+
+    from benchmarks.run import STORY_SCHEMA
+    from inference.engine.grammar import GrammarProcessor, tokenizer_for
+    from inference.engine.mlx_compat import batch_layers
+    from inference.grammars import json_schema
+
+    model, tokenizer = load(model_path)
+    batch_layers.apply(model)
+    vocab = model.args.vocab_size
+    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
+    schema = json_schema(STORY_SCHEMA, where="bench")
+    results = []
+    for batch in batches:
+        cost = MaskCost(batch)
+        for name in VARIANTS:
+            processors = None
+            if name != "no grammar":
+                processors = [[GrammarProcessor(grammar_tokenizer, schema)] for _ in range(batch)]
+            with _variant(name):
+                cost.step_ms[name] = _step_ms(model, vocab, batch, processors, steps)
+        results.append(cost)
+    return results
+
+
+def _step_ms(model, vocab: int, batch: int, processors, steps: int) -> float:
+    import mlx.core as mx
+
+    from inference.engine.mlx_compat.generator import LMXBatchGenerator
+
+    gen = LMXBatchGenerator(model, max_concurrent=batch, cache_size=1, cache_bytes=1 << 20)
+    prompts = [[(7 + 13 * i + 31 * j) % (vocab - 10) + 6 for j in range(32)] for i in range(batch)]
+    gen.insert(prompts, max_tokens=[10_000] * batch, logits_processors=processors)
+    while len(gen._generation_batch) < batch:  # prefill everything first
+        gen.next()
+    for _ in range(4):
+        gen.next()
+    mx.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        gen.next()
+    mx.synchronize()
+    gen.close()
+    mx.clear_cache()
+    return (time.perf_counter() - start) * 1000 / steps
+
+
+def markdown(results: list[MaskCost]) -> str:
+    lines = [
+        "| step, ms (pipelined) | " + " | ".join(f"batch {r.batch}" for r in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
+    for name in VARIANTS:
+        cells = []
+        for r in results:
+            ms, free = r.step_ms[name], r.step_ms["no grammar"]
+            cells.append(f"{ms:.2f}" + ("" if name == "no grammar" else f" ({free / ms:.2f}×)"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
