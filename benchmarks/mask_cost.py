@@ -10,7 +10,6 @@ which isolates llguidance's host work."""
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass, field
 
 VARIANTS = ("no grammar", "json_schema", "json_schema, mask uploaded when changed", "upload only")
@@ -84,23 +83,14 @@ def measure(model_path: str, *, batches=(1, 8, 32), steps: int = 48) -> list[Mas
 def _step_ms(model, vocab: int, batch: int, processors, steps: int) -> float:
     import mlx.core as mx
 
+    from benchmarks.step_profile import pipelined_step_ms
     from inference.engine.mlx_compat.generator import LMXBatchGenerator
 
     gen = LMXBatchGenerator(model, max_concurrent=batch, cache_size=1, cache_bytes=1 << 20)
-    prompts = [[(7 + 13 * i + 31 * j) % (vocab - 10) + 6 for j in range(32)] for i in range(batch)]
-    gen.insert(prompts, max_tokens=[10_000] * batch, logits_processors=processors)
-    while len(gen._generation_batch) < batch:  # prefill everything first
-        gen.next()
-    for _ in range(4):
-        gen.next()
-    mx.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        gen.next()
-    mx.synchronize()
+    step_ms = pipelined_step_ms(gen, vocab, batch, 32, steps, logits_processors=processors)
     gen.close()
     mx.clear_cache()
-    return (time.perf_counter() - start) * 1000 / steps
+    return step_ms
 
 
 def markdown(results: list[MaskCost]) -> str:

@@ -109,20 +109,8 @@ def _profile_batch(model, layers: str, batch: int, prompt_tokens: int, steps: in
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator
 
-    vocab = model.args.vocab_size
     gen = BatchGenerator(model, completion_batch_size=batch, prefill_batch_size=min(8, batch))
-    prompts = [[(7 + 13 * i + 31 * j) % (vocab - 10) + 6 for j in range(prompt_tokens)] for i in range(batch)]
-    gen.insert(prompts, max_tokens=[10_000] * batch)
-    while len(gen._generation_batch) < batch:  # prefill everything first
-        gen.next()
-    for _ in range(4):
-        gen.next()
-    mx.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        gen.next()
-    mx.synchronize()
-    step_ms = (time.perf_counter() - start) * 1000 / steps
+    step_ms = pipelined_step_ms(gen, model.args.vocab_size, batch, prompt_tokens, steps)
     targets = _targets(model)
     totals: dict[str, float] = dict.fromkeys(["step, synchronised", *targets], 0.0)
     timed_steps = 4
@@ -136,6 +124,25 @@ def _profile_batch(model, layers: str, batch: int, prompt_tokens: int, steps: in
     del gen
     mx.clear_cache()
     return StepProfile(layers, batch, step_ms, {k: v * 1000 / timed_steps for k, v in totals.items()})
+
+
+def pipelined_step_ms(gen, vocab: int, batch: int, prompt_tokens: int, steps: int, **insert) -> float:
+    """`batch` prompts prefilled into `gen` (a BatchGenerator), then the time of one decoding
+    step, pipelined as a server runs them; `insert` goes to `gen.insert` (e.g. processors)."""
+    import mlx.core as mx
+
+    prompts = [[(7 + 13 * i + 31 * j) % (vocab - 10) + 6 for j in range(prompt_tokens)] for i in range(batch)]
+    gen.insert(prompts, max_tokens=[10_000] * batch, **insert)
+    while len(gen._generation_batch) < batch:  # prefill everything first
+        gen.next()
+    for _ in range(4):
+        gen.next()
+    mx.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        gen.next()
+    mx.synchronize()
+    return (time.perf_counter() - start) * 1000 / steps
 
 
 def markdown(results: list[StepProfile]) -> str:
