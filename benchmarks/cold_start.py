@@ -49,9 +49,8 @@ def fresh_kernel_caches(root: Path) -> dict:
 
 def measure(served: Served, probe: str, model: str, tokenizer, opts: ColdOptions) -> ColdResult:
     result, started = ColdResult(), served.started
-    alive = lambda: served.proc.poll() is None  # noqa: E731
     try:
-        wait_ok(served.url + probe, timeout=1800, alive=alive, interval=0.05)
+        wait_ok(served.url + probe, timeout=1800, alive=lambda: served.proc.poll() is None, interval=0.05)
         result.ready_s = time.perf_counter() - started
         prompts = Prompts(tokenizer, opts.prompt_tokens, seed=11)
         for attr in ("first_ttft_ms", "later_ttft_ms"):
@@ -63,13 +62,8 @@ def measure(served: Served, probe: str, model: str, tokenizer, opts: ColdOptions
             setattr(result, attr, one.ttft_s * 1000)
             if attr == "first_ttft_ms":
                 result.first_answer_s = one.first - started
-        # LMX with prefill lengths to warm (a GPU): what the background warm-up cost, once done
-        if probe == "/readyz" and "Prefill buckets" in served.log.read_text():
-            deadline = time.monotonic() + 150
-            while "finished in the background" not in served.log.read_text() and time.monotonic() < deadline:
-                if "before ready" in served.log.read_text() or not alive():
-                    break
-                time.sleep(0.5)
+        if probe == "/readyz":  # LMX: what the background warm-up cost, once done (its log says)
+            served.wait_warm(timeout=150)
     except Exception as exc:  # noqa: BLE001 - the table says which server failed and why
         result.errors.append(f"{type(exc).__name__}: {exc}")
     finally:

@@ -33,12 +33,8 @@ def _variant(name: str):
 
     def apply_when_changed(logits, words):
         if kept.get("words") is None or not np.array_equal(kept["words"], words):
-            kept["words"], kept["device"] = words.copy(), mx.array(words)
-        rows, vocab = logits.shape
-        width = words.shape[1]
-        bits = (kept["device"][:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
-        allowed = bits.reshape(rows, width * 32)[:, :vocab].astype(mx.bool_)
-        return mx.where(allowed, logits, mx.array(-float("inf"), dtype=logits.dtype))
+            kept["words"], kept["device"] = words.copy(), mx.array(words[:, : -(-logits.shape[1] // 32)])
+        return grammar.masked(logits, kept["device"])
 
     def upload_only(logits, rows, last):
         batch, vocab = logits.shape

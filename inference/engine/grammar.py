@@ -105,12 +105,17 @@ class GrammarProcessor:
 def _apply(logits: mx.array, words: np.ndarray) -> mx.array:
     """`logits` (rows, vocab) with every token whose bit is clear in `words` (rows, w) at -inf;
     tokens past the words' end are cleared too. One transfer and one `where` for all rows."""
-    rows, vocab = logits.shape
-    width = -(-vocab // 32)
+    width = -(-logits.shape[1] // 32)
     if words.shape[1] < width:
         words = np.pad(words, ((0, 0), (0, width - words.shape[1])))
-    bits = (mx.array(words[:, :width])[:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
-    allowed = bits.reshape(rows, width * 32)[:, :vocab].astype(mx.bool_)
+    return masked(logits, mx.array(words[:, :width]))
+
+
+def masked(logits: mx.array, words: mx.array) -> mx.array:
+    """`_apply` with the words already on the device, exactly as wide as the logits need."""
+    rows, vocab = logits.shape
+    bits = (words[:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
+    allowed = bits.reshape(rows, words.shape[1] * 32)[:, :vocab].astype(mx.bool_)
     return mx.where(allowed, logits, mx.array(-float("inf"), dtype=logits.dtype))
 
 
@@ -141,9 +146,10 @@ def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: 
         for (row, _), mask in zip(rows, masks, strict=True):
             words[row] = 0
             words[row, :own] = mask
-    constrained = np.array([row for row, _ in rows])
+    by_row = dict(rows)
+    constrained = np.array(list(by_row))
     for row in constrained[~words[constrained].any(axis=1)]:
-        dict(rows)[int(row)].rescue(words[row])
+        by_row[int(row)].rescue(words[row])
     return _apply(logits, words)
 
 
