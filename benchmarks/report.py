@@ -105,6 +105,13 @@ def render(opts, results: dict, *, machine: str, seconds: float) -> str:
             f"| structured output (json_schema), {n} stream{'s' if n > 1 else ''}, tok/s "
             f"| {_f(constrained)} | | | {_ratio(constrained, free)} of unconstrained ({_f(free)}) | |"
         )
+        parts = lmx.structured_parts.get(n)
+        if parts:
+            lines.append(
+                f"| the same, median first token / gap between tokens, ms "
+                f"| {parts.ttft_ms[1]:.1f} / {parts.gap_ms[1]:.2f} | | | "
+                f"unconstrained {parts.ttft_ms[0]:.1f} / {parts.gap_ms[0]:.2f} | |"
+            )
     if lmx and lmx.pool:
         p = lmx.pool
         lines.append(

@@ -60,6 +60,8 @@ class SystemResult:
     decode_trials: list[float | None] = field(default_factory=list)  # one-stream tok/s, in trial order
     # streams -> (tok/s unconstrained, tok/s with a json_schema response_format), chat, aggregate
     structured: dict[int, tuple[float, float]] = field(default_factory=dict)
+    # streams -> StructuredParts: where a constrained stream's time goes, per request or per token
+    structured_parts: dict[int, object] = field(default_factory=dict)
     pool: object = None  # benchmarks.pool.PoolResult, with --two-models
     notes: list[str] = field(default_factory=list)
 
@@ -196,9 +198,9 @@ def measure_server(
 
     if lmx:
         for n in sorted({1, most}):
-            rates = _structured(base, model, prompts, opts, n)
-            if rates is not None:
-                result.structured[n] = rates
+            measured = _structured(base, model, prompts, opts, n)
+            if measured is not None:
+                result.structured[n], result.structured_parts[n] = measured
     result.turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=24))
     result.seen_turn_ttft_ms = run(_conversation(base, model, prompts, opts, follow_tokens=40))
     return result
@@ -226,11 +228,37 @@ def chat_body(model: str, text: str, max_tokens: int, *, schema: dict | None = N
     return body
 
 
-def _structured(base: str, model: str, prompts: Prompts, opts: Options, n: int) -> tuple[float, float] | None:
+@dataclass
+class StructuredParts:
+    """Medians over the streams of both turns, (unconstrained, json_schema) each: a grammar's cost
+    per request shows in the first token, its cost per step in the gap between tokens."""
+
+    ttft_ms: tuple[float, float]
+    gap_ms: tuple[float, float]
+
+
+def _parts(results: dict[bool, list]) -> StructuredParts:
+    def gap(r) -> float:
+        return statistics.median(b - a for a, b in zip(r.times, r.times[1:], strict=False)) * 1000
+
+    def median(values) -> float:
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else float("nan")
+
+    return StructuredParts(
+        ttft_ms=tuple(median(r.ttft_s * 1000 for r in results[c] if r.ttft_s) for c in (False, True)),
+        gap_ms=tuple(median(gap(r) for r in results[c] if len(r.times) > 1) for c in (False, True)),
+    )
+
+
+def _structured(
+    base: str, model: str, prompts: Prompts, opts: Options, n: int
+) -> tuple[tuple[float, float], StructuredParts] | None:
     """Aggregate decode tok/s of n chat streams without and with a json_schema, taking turns
-    twice (medians); None where the model cannot follow a JSON grammar (a word-level test
-    vocabulary has no '{')."""
+    twice (medians), and where the difference goes; None where the model cannot follow a JSON
+    grammar (a word-level test vocabulary has no '{')."""
     rates: dict[bool, list[float]] = {False: [], True: []}
+    streams: dict[bool, list] = {False: [], True: []}
     warm_up = chat_body(model, prompts.make(opts.sweep_prompt_tokens)[0], 8, schema=STORY_SCHEMA)
     asyncio.run(http_load.run_streams(base, "/v1/chat/completions", [warm_up] * n))
     for constrained in (False, True, False, True):
@@ -243,7 +271,8 @@ def _structured(base: str, model: str, prompts: Prompts, opts: Options, n: int) 
         if any(r.error for r in results):
             return None
         rates[constrained].append(sum(r.tokens for r in results) / wall)
-    return statistics.median(rates[False]), statistics.median(rates[True])
+        streams[constrained] += results
+    return (statistics.median(rates[False]), statistics.median(rates[True])), _parts(streams)
 
 
 async def _streams_with_probe(base, bodies):

@@ -109,6 +109,14 @@ def test_bench_compares_lmx_with_mlx_lm_and_its_server_in_one_table(tiny_models,
     for streams in ("1 stream", "2 streams"):
         cell, *_, ratio, _ = _row(table, f"structured output (json_schema), {streams}, tok/s")
         assert _number(cell) > 0 and re.fullmatch(r"[\d.]+× of unconstrained \([\d,.]+\)", ratio)
+    # and where a constrained stream's time goes: per request (first token) or per step (gaps)
+    parts = [line for line in table.splitlines() if "median first token / gap between tokens" in line]
+    assert len(parts) == 2
+    for line in parts:
+        cells = [c.strip() for c in line.split("|")]
+        assert re.fullmatch(r"[\d.]+ / [\d.]+", cells[2])
+        assert re.fullmatch(r"unconstrained [\d.]+ / [\d.]+", cells[5])
+        assert all(float(v) > 0 for v in re.findall(r"[\d.]+", cells[2] + cells[5]))
     targets = table.split("Targets:")[1]
     assert len(re.findall(r" — (met|\*\*missed\*\*)", targets)) == 7
     assert "Failed requests" not in table
