@@ -2,17 +2,17 @@
 
 `lmx_bench_kernels --model PATH --masks` runs LMX's batch step (HostReadBatch) on that model at
 several batch sizes, pipelined as a server runs it, four ways: no grammar; every row held to a
-JSON schema by llguidance (what a json_schema request does); the same, with the mask sent to the
-device only when it changed (inside the schema's string it does not), which isolates the mask's
-upload; and a fresh allow-everything mask uploaded and applied each step without llguidance,
-which isolates llguidance's host work."""
+JSON schema by llguidance (what a json_schema request does: the mask is sent to the device only
+when it changed, and inside the schema's string it does not); the same with the mask sent every
+step, which isolates the mask's upload; and a fresh allow-everything mask uploaded and applied
+each step without llguidance, which isolates llguidance's host work."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
 
-VARIANTS = ("no grammar", "json_schema", "json_schema, mask uploaded when changed", "upload only")
+VARIANTS = ("no grammar", "json_schema", "json_schema, mask sent every step", "upload only")
 
 
 @dataclass
@@ -28,26 +28,20 @@ def _variant(name: str):
 
     from inference.engine import grammar
 
-    apply, mask_rows = grammar._apply, grammar.mask_rows
-    kept: dict = {}
+    apply, mask_rows, send = grammar._apply, grammar.mask_rows, grammar.DeviceWords.send
 
-    def apply_when_changed(logits, words):
-        if kept.get("words") is None or not np.array_equal(kept["words"], words):
-            kept["words"], kept["device"] = words.copy(), mx.array(words[:, : -(-logits.shape[1] // 32)])
-        return grammar.masked(logits, kept["device"])
-
-    def upload_only(logits, rows, last):
+    def upload_only(logits, rows, last, sent=None):
         batch, vocab = logits.shape
         return apply(logits, np.full((batch, -(-vocab // 32)), -1, dtype=np.int32))
 
-    if name == "json_schema, mask uploaded when changed":
-        grammar._apply = apply_when_changed
+    if name == "json_schema, mask sent every step":
+        grammar.DeviceWords.send = lambda self, words: mx.array(words)
     elif name == "upload only":
         grammar.mask_rows = upload_only
     try:
         yield
     finally:
-        grammar._apply, grammar.mask_rows = apply, mask_rows
+        grammar._apply, grammar.mask_rows, grammar.DeviceWords.send = apply, mask_rows, send
 
 
 def measure(model_path: str, *, batches=(1, 8, 32), steps: int = 48) -> list[MaskCost]:

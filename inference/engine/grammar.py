@@ -58,6 +58,7 @@ class GrammarProcessor:
         self.width = -(-tokenizer.vocab_size // 32)  # int32 words in this grammar's masks
         self._calls = 0
         self._pending: int | None = None
+        self.sent = DeviceWords()  # this request's mask on the device, when decoded alone
 
     def advance(self, token: int) -> None:
         """The token sampled at the step before, read on the host by the caller: read here from
@@ -99,16 +100,44 @@ class GrammarProcessor:
         if self._calls:
             token = self._pending if self._pending is not None else int(tokens[-1].item())
         words = self.next_mask(token)
-        return _apply(logits, words[None, :])
+        return _apply(logits, words[None, :], self.sent)
 
 
-def _apply(logits: mx.array, words: np.ndarray) -> mx.array:
+class DeviceWords:
+    """The mask last sent to the device, kept there. A grammar's mask often repeats from one
+    step to the next (inside a JSON string every step allows the same tokens), and on MLX's
+    CUDA build sending a fresh one costs more than all the grammar's host work (#21,
+    docs/BENCHMARKS.md): a mask is sent only when it differs, and then only its changed rows."""
+
+    def __init__(self):
+        self.host: np.ndarray | None = None
+        self.device: mx.array | None = None
+
+    def send(self, words: np.ndarray) -> mx.array:
+        if self.host is None or self.host.shape != words.shape:
+            self.host, self.device = words.copy(), mx.array(words)
+            return self.device
+        changed = np.flatnonzero((self.host != words).any(axis=1))
+        if len(changed) == len(words):
+            self.host, self.device = words.copy(), mx.array(words)
+        elif len(changed):
+            self.host[changed] = words[changed]
+            # a new array: graphs already built keep the mask they were built with
+            device = mx.array(self.device)
+            device[mx.array(changed.astype(np.int32))] = mx.array(words[changed])
+            self.device = device
+        return self.device
+
+
+def _apply(logits: mx.array, words: np.ndarray, sent: DeviceWords | None = None) -> mx.array:
     """`logits` (rows, vocab) with every token whose bit is clear in `words` (rows, w) at -inf;
-    tokens past the words' end are cleared too. One transfer and one `where` for all rows."""
+    tokens past the words' end are cleared too. One transfer (none when `sent` holds these
+    words already) and one `where` for all rows."""
     width = -(-logits.shape[1] // 32)
     if words.shape[1] < width:
         words = np.pad(words, ((0, 0), (0, width - words.shape[1])))
-    return masked(logits, mx.array(words[:, :width]))
+    words = np.ascontiguousarray(words[:, :width])
+    return masked(logits, sent.send(words) if sent is not None else mx.array(words))
 
 
 def masked(logits: mx.array, words: mx.array) -> mx.array:
@@ -122,7 +151,12 @@ def masked(logits: mx.array, words: mx.array) -> mx.array:
 _executor: LLExecutor | None = None
 
 
-def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: list[int]) -> mx.array:
+def mask_rows(
+    logits: mx.array,
+    rows: list[tuple[int, GrammarProcessor]],
+    last: list[int],
+    sent: DeviceWords | None = None,
+) -> mx.array:
     """The batch step's grammars in one go: every constrained row's matcher fed the token it
     sampled at the step before (`last`, read on the host) and all their masks computed, each in
     one call to llguidance's thread pool (without the GIL), the masks written straight into one
@@ -150,7 +184,7 @@ def mask_rows(logits: mx.array, rows: list[tuple[int, GrammarProcessor]], last: 
     constrained = np.array(list(by_row))
     for row in constrained[~words[constrained].any(axis=1)]:
         by_row[int(row)].rescue(words[row])
-    return _apply(logits, words)
+    return _apply(logits, words, sent)
 
 
 def advance(processors, token: int) -> None:

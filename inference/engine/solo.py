@@ -63,6 +63,9 @@ class Solo:
         self.model = loaded.model
         self.sampler = sampler
         self.processors = processors
+        # the tokens so far, on the device, for penalties and biases; a grammar is given its
+        # token on the host (grammar.advance), so for it alone the array is not kept
+        self.keeps_context = any(not isinstance(p, grammar.GrammarProcessor) for p in processors or ())
         self.stop_tokens = stop_tokens
         request = slot.request
         self.remaining = request.max_tokens
@@ -101,7 +104,7 @@ class Solo:
             self._forward(chunk)  # only the cache is evaluated: MLX never computes these logits
             mx.eval([c.state for c in self.cache])
             self.tokens += chunk
-            if self.processors:
+            if self.keeps_context:
                 self.context = mx.concatenate([self.context, mx.array(chunk, dtype=mx.uint32)])
             self.slot.prompt_progress(len(self.tokens), total)
             mx.clear_cache()
@@ -122,7 +125,8 @@ class Solo:
 
     def _sample(self, logits: mx.array, fed: mx.array) -> mx.array:
         if self.processors:
-            self.context = mx.concatenate([self.context, fed])
+            if self.keeps_context:
+                self.context = mx.concatenate([self.context, fed])
             for processor in self.processors:
                 logits = processor(self.context, logits)
         logprobs = logits - mx.logsumexp(logits, keepdims=True)

@@ -192,7 +192,7 @@ def test_the_mask_cost_profile_times_each_part_of_a_structured_output_step(tiny_
     table = done.stdout
     assert "| step, ms (pipelined) | batch 1 | batch 2 |" in table
     assert all(_number(cell) > 0 for cell in _row(table, "no grammar"))
-    for variant in ("json_schema", "json_schema, mask uploaded when changed", "upload only"):
+    for variant in ("json_schema", "json_schema, mask sent every step", "upload only"):
         for cell in _row(table, variant):
             ms, ratio = re.fullmatch(r"([\d.]+) \(([\d.]+×)\)", cell).groups()
             assert _number(ms) > 0 and _number(ratio) > 0, (variant, table)

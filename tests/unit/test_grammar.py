@@ -92,3 +92,25 @@ def test_masks_as_wide_as_the_logits_are_written_in_place_and_a_failed_matcher_a
     assert mx.array_equal(again[0:1], alone(mx.array([1, brace]), logits[:1]))
     allowed = [int(i) for i in np.nonzero(np.isfinite(np.array(again[2])))[0]]
     assert allowed and set(allowed) <= set(tokenizer.eos_token_ids)
+
+
+def test_a_kept_device_mask_is_sent_again_only_where_it_changed_and_never_changes_a_built_graph():
+    from inference.engine.grammar import DeviceWords, masked
+
+    rng = np.random.default_rng(3)
+    words = rng.integers(-(2**31), 2**31 - 1, size=(4, 8), dtype=np.int32)
+    logits = mx.array(rng.normal(size=(4, 256)).astype(np.float32))
+    sent = DeviceWords()
+    first = sent.send(words)
+    before = masked(logits, first)  # built, not yet evaluated
+    assert sent.send(words.copy()) is first  # the same mask: nothing sent
+    changed = words.copy()
+    changed[2] = rng.integers(-(2**31), 2**31 - 1, size=8, dtype=np.int32)
+    second = sent.send(changed)
+    assert second is not first and np.array_equal(np.array(second), changed)
+    assert np.array_equal(np.array(before), np.array(masked(logits, mx.array(words))))
+    assert np.array_equal(np.array(first), words)
+    rows = sent.send(changed[:3])  # fewer rows (a request ended): the whole mask is sent
+    assert np.array_equal(np.array(rows), changed[:3])
+    everything = rng.integers(-(2**31), 2**31 - 1, size=(3, 8), dtype=np.int32)
+    assert np.array_equal(np.array(sent.send(everything)), everything)

@@ -55,7 +55,9 @@ class HostReadBatch(GenerationBatch):
                     processed.append(sample_logits)
                 logits = mx.concatenate(processed, axis=0)
             if grammars:  # all constrained rows' masks at once, last (nothing may lift a masked token)
-                logits = grammar.mask_rows(logits, grammars, last)
+                if getattr(self, "sent_mask", None) is None:  # the batch's mask, kept on the device
+                    self.sent_mask = grammar.DeviceWords()
+                logits = grammar.mask_rows(logits, grammars, last, self.sent_mask)
 
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
