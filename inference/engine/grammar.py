@@ -107,7 +107,7 @@ class DeviceWords:
     """The mask last sent to the device, kept there. A grammar's mask often repeats from one
     step to the next (inside a JSON string every step allows the same tokens), and on MLX's
     CUDA build sending a fresh one costs more than all the grammar's host work (#21,
-    docs/BENCHMARKS.md): a mask is sent only when it differs, and then only its changed rows."""
+    docs/BENCHMARKS.md): a mask is sent only when it differs."""
 
     def __init__(self):
         self.host: np.ndarray | None = None
@@ -117,15 +117,10 @@ class DeviceWords:
         if self.host is None or self.host.shape != words.shape:
             self.host, self.device = words.copy(), mx.array(words)
             return self.device
-        changed = np.flatnonzero((self.host != words).any(axis=1))
-        if len(changed) == len(words):
+        if not np.array_equal(self.host, words):
+            # all of it: sending only the changed rows would be a scatter of a new shape for
+            # each count of rows, each compiled on first use on CUDA (a stall of the batch)
             self.host, self.device = words.copy(), mx.array(words)
-        elif len(changed):
-            self.host[changed] = words[changed]
-            # a new array: graphs already built keep the mask they were built with
-            device = mx.array(self.device)
-            device[mx.array(changed.astype(np.int32))] = mx.array(words[changed])
-            self.device = device
         return self.device
 
 

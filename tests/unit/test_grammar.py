@@ -94,7 +94,7 @@ def test_masks_as_wide_as_the_logits_are_written_in_place_and_a_failed_matcher_a
     assert allowed and set(allowed) <= set(tokenizer.eos_token_ids)
 
 
-def test_a_kept_device_mask_is_sent_again_only_where_it_changed_and_never_changes_a_built_graph():
+def test_a_kept_device_mask_is_sent_again_only_when_it_changed_and_never_changes_a_built_graph():
     from inference.engine.grammar import DeviceWords, masked
 
     rng = np.random.default_rng(3)
