@@ -242,7 +242,7 @@ def _parts(results: dict[bool, list]) -> StructuredParts:
         return statistics.median(b - a for a, b in zip(r.times, r.times[1:], strict=False)) * 1000
 
     def median(values) -> float:
-        values = [v for v in values if v is not None]
+        values = list(values)
         return statistics.median(values) if values else float("nan")
 
     return StructuredParts(

@@ -114,10 +114,7 @@ class DeviceWords:
         self.device: mx.array | None = None
 
     def send(self, words: np.ndarray) -> mx.array:
-        if self.host is None or self.host.shape != words.shape:
-            self.host, self.device = words.copy(), mx.array(words)
-            return self.device
-        if not np.array_equal(self.host, words):
+        if self.host is None or not np.array_equal(self.host, words):  # unequal shapes too
             # all of it: sending only the changed rows would be a scatter of a new shape for
             # each count of rows, each compiled on first use on CUDA (a stall of the batch)
             self.host, self.device = words.copy(), mx.array(words)

@@ -25,6 +25,8 @@ log = logging.getLogger("lmx.engine")
 
 
 class HostReadBatch(GenerationBatch):
+    sent_mask: grammar.DeviceWords | None = None  # the batch's grammar mask, kept on the device
+
     def _step(self):
         self._current_tokens = self._next_tokens
         self._current_logprobs = self._next_logprobs
@@ -55,7 +57,7 @@ class HostReadBatch(GenerationBatch):
                     processed.append(sample_logits)
                 logits = mx.concatenate(processed, axis=0)
             if grammars:  # all constrained rows' masks at once, last (nothing may lift a masked token)
-                if getattr(self, "sent_mask", None) is None:  # the batch's mask, kept on the device
+                if self.sent_mask is None:
                     self.sent_mask = grammar.DeviceWords()
                 logits = grammar.mask_rows(logits, grammars, last, self.sent_mask)
 
