@@ -83,6 +83,91 @@ def _step_ms(model, vocab: int, batch: int, processors, steps: int) -> float:
     return step_ms
 
 
+ADMISSION = ("no grammar", "json_schema", "json_schema, first step mlx-lm's")
+
+
+def admission(
+    model_path: str, *, batch: int = 32, arriving: int = 4, prompt_tokens: int = 32, rounds: int = 3
+) -> dict[str, tuple[float, float]]:
+    """Streams arriving at a busy batch, `arriving` a step as requests reach a server, each with
+    its grammar built as the engine builds it at admission: (median, max) ms from a stream's
+    arrival to its first token, per variant (medians over `rounds`, after one round to warm up).
+    The last variant gives new rows their first step in mlx-lm's own step (LMX before #21's
+    change), which masks grammars row by row."""
+    import statistics
+
+    from mlx_lm import load
+
+    from benchmarks.run import STORY_SCHEMA
+    from inference.engine.grammar import GrammarProcessor, tokenizer_for
+    from inference.engine.mlx_compat import batch_layers
+    from inference.grammars import json_schema
+
+    model, tokenizer = load(model_path)
+    batch_layers.apply(model)
+    vocab = model.args.vocab_size
+    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
+    schema = json_schema(STORY_SCHEMA, where="bench")
+    seen: dict[str, list[tuple[float, float]]] = {name: [] for name in ADMISSION}
+    for round_ in range(rounds + 1):
+        for name in ADMISSION:
+
+            def processors(name=name) -> list:
+                return [] if name == "no grammar" else [GrammarProcessor(grammar_tokenizer, schema)]
+
+            waits = _first_tokens(
+                model, vocab, batch, arriving, prompt_tokens, processors, mlx_first=name.endswith("mlx-lm's")
+            )
+            if round_:
+                seen[name].append((statistics.median(waits), max(waits)))
+    return {name: tuple(statistics.median(r[i] for r in runs) for i in (0, 1)) for name, runs in seen.items()}
+
+
+def _first_tokens(
+    model, vocab, batch, arriving, prompt_tokens, processors, *, mlx_first: bool
+) -> list[float]:
+    import random
+    import time
+
+    import mlx.core as mx
+    from mlx_lm.generate import PromptProcessingBatch
+
+    from inference.engine.mlx_compat.generator import LMXBatchGenerator
+
+    gen = LMXBatchGenerator(model, max_concurrent=batch, cache_size=1, cache_bytes=1 << 20)
+    if mlx_first:
+        gen._prompt_batch.__class__ = PromptProcessingBatch
+    prompts = [[random.randrange(6, vocab - 100) for _ in range(prompt_tokens)] for _ in range(batch)]
+    arrived: dict[int, float] = {}
+    waits: dict[int, float] = {}
+    while len(waits) < batch:
+        if prompts:
+            now, admitted = time.perf_counter(), prompts[:arriving]
+            del prompts[:arriving]
+            uids = gen.insert(
+                admitted,
+                max_tokens=[10_000] * len(admitted),
+                logits_processors=[processors() for _ in admitted],
+            )
+            arrived.update(dict.fromkeys(uids, now))
+        _, responses = gen.next()
+        now = time.perf_counter()
+        for r in responses:
+            waits.setdefault(r.uid, (now - arrived[r.uid]) * 1000)
+    gen.close()
+    mx.clear_cache()
+    return list(waits.values())
+
+
+def admission_markdown(waits: dict[str, tuple[float, float]], *, batch: int, arriving: int) -> str:
+    lines = [
+        f"| {batch} streams arriving {arriving} a step: first token, ms | median | max |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {median:.1f} | {most:.1f} |" for name, (median, most) in waits.items()]
+    return "\n".join(lines)
+
+
 def markdown(results: list[MaskCost]) -> str:
     lines = [
         "| step, ms (pipelined) | " + " | ".join(f"batch {r.batch}" for r in results) + " |",

@@ -2,10 +2,10 @@
 
 from types import SimpleNamespace
 
-from mlx_lm.generate import GenerationBatch
+from mlx_lm.generate import GenerationBatch, PromptProcessingBatch
 
 from inference.engine import loading, sampling
-from inference.engine.mlx_compat.generator import HostReadBatch, LMXBatchGenerator
+from inference.engine.mlx_compat.generator import HostReadBatch, HostReadPrompts, LMXBatchGenerator
 from inference.store import describe_mlx_folder
 from tests.conftest import MLX_ID
 from tests.unit.test_batch_layers import TINY, _tiny
@@ -45,8 +45,13 @@ def _generate(model, prompts, n: int, *, host_read: bool) -> list[list[int]]:
 def test_lmx_batches_decode_with_lmx_step():
     batch = LMXBatchGenerator(_tiny("llama-3.1-8b"), max_concurrent=4, cache_size=1, cache_bytes=1 << 20)
     assert type(batch._generation_batch) is HostReadBatch
+    batch.insert([[1, 2, 3]], max_tokens=[4])
+    batch.next()  # rows leave the prompt batch for decoding: their first step is LMX's too
+    assert type(batch._prompt_batch) is HostReadPrompts
+    assert type(batch._generation_batch) is HostReadBatch
     batch.use_host_read(False)
     assert type(batch._generation_batch) is GenerationBatch
+    assert type(batch._prompt_batch) is PromptProcessingBatch
 
 
 def test_lmx_step_gives_the_tokens_of_mlx_lm_step_on_a_tiny_model():

@@ -44,6 +44,9 @@ class Command(BaseCommand):
             costs = mask_cost.measure(model, batches=tuple(int(b) for b in batches.split(",")))
             text += f"\nStructured output in LMX's batch step, {Path(model).name}\n\n"
             text += mask_cost.markdown(costs) + "\n"
+            streams = max(int(b) for b in batches.split(","))
+            waits = mask_cost.admission(model, batch=streams, arriving=4)
+            text += "\n" + mask_cost.admission_markdown(waits, batch=streams, arriving=4) + "\n"
         elif model:
             profiles = step_profile.profile(model, batches=tuple(int(b) for b in batches.split(",")))
             text += f"\nBatched decoding step of {Path(model).name} (BatchGenerator)\n\n"

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator, GenerationBatch
+from mlx_lm.generate import BatchGenerator, GenerationBatch, PromptProcessingBatch
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from inference.engine import grammar, mlx_compat
@@ -82,6 +82,32 @@ class HostReadBatch(GenerationBatch):
         return tokens, self._current_logprobs
 
 
+class HostReadPrompts(PromptProcessingBatch):
+    """mlx-lm's prompt batch, but the rows it hands to decoding take their first step in LMX's
+    step too: mlx-lm's own step masks grammars row by row and builds each row a device array of
+    its prompt, which the batch waits for as rows are admitted (#21)."""
+
+    def generate(self, tokens: list[list[int]]) -> HostReadBatch:
+        # mlx-lm 0.32.2's PromptProcessingBatch.generate, building a HostReadBatch
+        if any(len(t) > 1 for t in tokens):
+            self.prompt([t[:-1] for t in tokens])
+        generation = HostReadBatch(
+            self.model,
+            self.uids,
+            mx.array([t[-1] for t in tokens]),
+            self.prompt_cache,
+            self.tokens,
+            self.samplers,
+            self.fallback_sampler,
+            self.logits_processors,
+            self.stop_sequences,
+            self.max_tokens,
+        )
+        self.uids, self.prompt_cache, self.tokens = [], [], []
+        self.samplers, self.logits_processors, self.max_tokens = [], [], []
+        return generation
+
+
 @dataclass
 class Found:
     """A prompt-cache lookup: the cache to start from and the tokens still to feed; which tier
@@ -130,7 +156,9 @@ class LMXBatchGenerator(BatchGenerator):
 
     def use_host_read(self, on: bool) -> None:
         """LMX's decode step (on) or mlx-lm's own (benchmarks compare the two on one server)."""
-        self._generation_batch.__class__ = HostReadBatch if on and self.patched else GenerationBatch
+        on = on and self.patched
+        self._generation_batch.__class__ = HostReadBatch if on else GenerationBatch
+        self._prompt_batch.__class__ = HostReadPrompts if on else PromptProcessingBatch
 
     def next(self):
         if not self.patched:  # pacing reads mlx-lm's internals: only the version it was written for
