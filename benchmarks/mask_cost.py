@@ -159,6 +159,109 @@ def _first_tokens(
     return list(waits.values())
 
 
+SOLO = ("no grammar", "json_schema")
+
+
+def solo(model_path: str, *, tokens: int = 128, rounds: int = 5) -> dict[str, tuple[float, float, float]]:
+    """One request decoded alone (engine.solo), as the server runs a lone stream, without and with
+    a grammar, taking turns `rounds` times after one round to warm up: medians of (ms a step, ms
+    of it the host waited for a token, ms of it computing masks)."""
+    import statistics
+    import time
+
+    from mlx_lm import load
+
+    from benchmarks.run import STORY_SCHEMA
+    from inference.engine import grammar, solo
+    from inference.engine.grammar import GrammarProcessor, tokenizer_for
+    from inference.engine.mlx_compat import batch_layers
+    from inference.grammars import json_schema
+    from inference.wire import GenerationRequest
+
+    model, tokenizer = load(model_path)
+    batch_layers.apply(model)
+    vocab = model.args.vocab_size
+    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
+    schema = json_schema(STORY_SCHEMA, where="bench")
+    loaded = _Loaded(model)
+    spent = {"wait": 0.0, "mask": 0.0}
+    to_host, next_mask = solo.to_host, GrammarProcessor.next_mask
+
+    def timed(key, fn):
+        def run(*args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        return run
+
+    solo.to_host = timed("wait", to_host)
+    grammar.GrammarProcessor.next_mask = timed("mask", next_mask)
+    seen: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SOLO}
+    try:
+        for round_ in range(rounds + 1):
+            for name in SOLO:
+                processors = [] if name == "no grammar" else [GrammarProcessor(grammar_tokenizer, schema)]
+                slot = _Slot(GenerationRequest(prompt_tokens=list(range(10, 42)), max_tokens=tokens + 8))
+                alone = solo.Solo(
+                    loaded,
+                    slot,
+                    (None, slot.request.prompt_tokens),
+                    sampler=None,
+                    processors=processors,
+                    stop_tokens=set(),
+                )
+                for _ in range(8):
+                    alone.step()
+                spent.update(wait=0.0, mask=0.0)
+                start = time.perf_counter()
+                for _ in range(tokens):
+                    alone.step()
+                per = 1000 / tokens
+                if round_:
+                    seen[name].append(
+                        ((time.perf_counter() - start) * per, spent["wait"] * per, spent["mask"] * per)
+                    )
+    finally:
+        solo.to_host, grammar.GrammarProcessor.next_mask = to_host, next_mask
+    return {
+        name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in seen.items()
+    }
+
+
+class _Loaded:
+    backend = "mlx"
+
+    def __init__(self, model):
+        self.model = model
+
+
+class _Slot:
+    """What engine.solo asks of a request's slot."""
+
+    def __init__(self, request):
+        self.request = request
+
+    def started(self, cached: int) -> None:
+        pass
+
+    def prompt_progress(self, done: int, total: int) -> None:
+        pass
+
+
+def solo_markdown(costs: dict[str, tuple[float, float, float]]) -> str:
+    lines = [
+        "| one stream decoded alone, ms a token | step | waiting for a token | masks |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {step:.2f} | {wait:.2f} | {mask:.2f} |" for name, (step, wait, mask) in costs.items()
+    ]
+    return "\n".join(lines)
+
+
 def admission_markdown(waits: dict[str, tuple[float, float]], *, batch: int, arriving: int) -> str:
     lines = [
         f"| {batch} streams arriving {arriving} a step: first token, ms | median | max |",

@@ -47,6 +47,7 @@ class Command(BaseCommand):
             streams = max(int(b) for b in batches.split(","))
             waits = mask_cost.admission(model, batch=streams, arriving=4)
             text += "\n" + mask_cost.admission_markdown(waits, batch=streams, arriving=4) + "\n"
+            text += "\n" + mask_cost.solo_markdown(mask_cost.solo(model)) + "\n"
         elif model:
             profiles = step_profile.profile(model, batches=tuple(int(b) for b in batches.split(",")))
             text += f"\nBatched decoding step of {Path(model).name} (BatchGenerator)\n\n"
