@@ -76,3 +76,65 @@ def test_real_model_decodes_the_same_with_lmx_step(settings, model_store):
     got = _generate(model, prompts, 5, host_read=True)
     assert got == expected
     assert len({tuple(t) for t in got}) > 1
+
+
+def test_grammar_rows_admitted_while_others_decode_follow_their_schema_as_in_mlx_lm_s_step(tmp_path):
+    """Rows leave the prompt batch for decoding in LMX's step (HostReadPrompts), grammars
+    included, and give the tokens mlx-lm's own step gives; each answer follows its schema."""
+    import json
+
+    from mlx_lm.generate import StopSequences
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+    from transformers import AutoTokenizer
+
+    from benchmarks.random_model import write_tokenizer
+    from inference.engine.grammar import GrammarProcessor, tokenizer_for
+    from inference.grammars import json_schema
+
+    vocab = TINY["vocab_size"]
+    write_tokenizer(tmp_path, vocab)
+    tokenizer = TokenizerWrapper(AutoTokenizer.from_pretrained(str(tmp_path)))
+    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
+    schema = json_schema(
+        {
+            "type": "object",
+            "properties": {"tag": {"enum": ["w7", "w8"]}},
+            "required": ["tag"],
+            "additionalProperties": False,
+        },
+        where="test",
+    )
+    model = _tiny("llama-3.1-8b")
+
+    def run(host_read: bool) -> list[list[int]]:
+        batch = LMXBatchGenerator(model, max_concurrent=4, cache_size=1, cache_bytes=1 << 20)
+        batch.use_host_read(host_read)
+        (free,) = batch.insert([[9, 10, 11]], max_tokens=[30])  # decoding when the others arrive
+        out, done = {free: []}, set()
+        for step in range(200):
+            if step == 2:  # two constrained rows join a batch that is decoding
+                eos = StopSequences([(t,) for t in tokenizer.eos_token_ids])
+                uids = batch.insert(
+                    [[12, 13], [14, 15, 16, 17]],
+                    max_tokens=[24, 24],
+                    logits_processors=[[GrammarProcessor(grammar_tokenizer, schema)] for _ in range(2)],
+                    stop_sequences=[eos, eos],
+                )
+                out.update({uid: [] for uid in uids})
+            _, generated = batch.next()
+            for r in generated:
+                out[r.uid].append(r.token)
+                if r.finish_reason:
+                    done.add(r.uid)
+            if len(done) == 3:
+                break
+        batch.close()
+        return list(out.values())
+
+    got, expected = run(True), run(False)
+    assert got == expected
+    for tokens in got[1:]:
+        text = "".join(
+            tokenizer.convert_ids_to_tokens([t for t in tokens if t not in tokenizer.eos_token_ids])
+        )
+        assert json.loads(text)["tag"] in ("w7", "w8")
