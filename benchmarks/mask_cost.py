@@ -44,26 +44,39 @@ def _variant(name: str):
         grammar._apply, grammar.mask_rows, grammar.DeviceWords.send = apply, mask_rows, send
 
 
-def measure(model_path: str, *, batches=(1, 8, 32), steps: int = 48) -> list[MaskCost]:
-    from mlx_lm import load
+class Subject:
+    """The model under test, loaded once for every profile, and its grammars."""
 
-    from benchmarks.run import STORY_SCHEMA
-    from inference.engine.grammar import GrammarProcessor, tokenizer_for
-    from inference.engine.mlx_compat import batch_layers
-    from inference.grammars import json_schema
+    def __init__(self, model_path: str):
+        from mlx_lm import load
 
-    model, tokenizer = load(model_path)
-    batch_layers.apply(model)
-    vocab = model.args.vocab_size
-    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
-    schema = json_schema(STORY_SCHEMA, where="bench")
+        from benchmarks.run import STORY_SCHEMA
+        from inference.engine.grammar import tokenizer_for
+        from inference.engine.mlx_compat import batch_layers
+        from inference.grammars import json_schema
+
+        self.model, tokenizer = load(model_path)
+        batch_layers.apply(self.model)
+        self.vocab = self.model.args.vocab_size
+        self._tokenizer = tokenizer_for(tokenizer, self.vocab)
+        self._schema = json_schema(STORY_SCHEMA, where="bench")
+
+    def grammar(self):
+        """A fresh request's processor for the benchmark's schema."""
+        from inference.engine.grammar import GrammarProcessor
+
+        return GrammarProcessor(self._tokenizer, self._schema)
+
+
+def measure(subject: Subject, *, batches=(1, 8, 32), steps: int = 48) -> list[MaskCost]:
+    model, vocab = subject.model, subject.vocab
     results = []
     for batch in batches:
         cost = MaskCost(batch)
         for name in VARIANTS:
             processors = None
             if name != "no grammar":
-                processors = [[GrammarProcessor(grammar_tokenizer, schema)] for _ in range(batch)]
+                processors = [[subject.grammar()] for _ in range(batch)]
             with _variant(name):
                 cost.step_ms[name] = _step_ms(model, vocab, batch, processors, steps)
         results.append(cost)
@@ -87,7 +100,7 @@ ADMISSION = ("no grammar", "json_schema", "json_schema, first step mlx-lm's")
 
 
 def admission(
-    model_path: str, *, batch: int = 32, arriving: int = 4, prompt_tokens: int = 32, rounds: int = 3
+    subject: Subject, *, batch: int = 32, arriving: int = 4, prompt_tokens: int = 32, rounds: int = 3
 ) -> dict[str, tuple[float, float]]:
     """Streams arriving at a busy batch, `arriving` a step as requests reach a server, each with
     its grammar built as the engine builds it at admission: (median, max) ms from a stream's
@@ -96,24 +109,13 @@ def admission(
     change), which masks grammars row by row."""
     import statistics
 
-    from mlx_lm import load
-
-    from benchmarks.run import STORY_SCHEMA
-    from inference.engine.grammar import GrammarProcessor, tokenizer_for
-    from inference.engine.mlx_compat import batch_layers
-    from inference.grammars import json_schema
-
-    model, tokenizer = load(model_path)
-    batch_layers.apply(model)
-    vocab = model.args.vocab_size
-    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
-    schema = json_schema(STORY_SCHEMA, where="bench")
+    model, vocab = subject.model, subject.vocab
     seen: dict[str, list[tuple[float, float]]] = {name: [] for name in ADMISSION}
     for round_ in range(rounds + 1):
         for name in ADMISSION:
 
             def processors(name=name) -> list:
-                return [] if name == "no grammar" else [GrammarProcessor(grammar_tokenizer, schema)]
+                return [] if name == "no grammar" else [subject.grammar()]
 
             waits = _first_tokens(
                 model, vocab, batch, arriving, prompt_tokens, processors, mlx_first=name.endswith("mlx-lm's")
@@ -162,28 +164,18 @@ def _first_tokens(
 SOLO = ("no grammar", "json_schema")
 
 
-def solo(model_path: str, *, tokens: int = 128, rounds: int = 5) -> dict[str, tuple[float, float, float]]:
+def solo(subject: Subject, *, tokens: int = 128, rounds: int = 5) -> dict[str, tuple[float, float, float]]:
     """One request decoded alone (engine.solo), as the server runs a lone stream, without and with
     a grammar, taking turns `rounds` times after one round to warm up: medians of (ms a step, ms
     of it the host waited for a token, ms of it computing masks)."""
     import statistics
     import time
 
-    from mlx_lm import load
-
-    from benchmarks.run import STORY_SCHEMA
     from inference.engine import grammar, solo
-    from inference.engine.grammar import GrammarProcessor, tokenizer_for
-    from inference.engine.mlx_compat import batch_layers
-    from inference.grammars import json_schema
+    from inference.engine.grammar import GrammarProcessor
     from inference.wire import GenerationRequest
 
-    model, tokenizer = load(model_path)
-    batch_layers.apply(model)
-    vocab = model.args.vocab_size
-    grammar_tokenizer = tokenizer_for(tokenizer, vocab)
-    schema = json_schema(STORY_SCHEMA, where="bench")
-    loaded = _Loaded(model)
+    loaded = _Loaded(subject.model)
     spent = {"wait": 0.0, "mask": 0.0}
     to_host, next_mask = solo.to_host, GrammarProcessor.next_mask
 
@@ -203,7 +195,7 @@ def solo(model_path: str, *, tokens: int = 128, rounds: int = 5) -> dict[str, tu
     try:
         for round_ in range(rounds + 1):
             for name in SOLO:
-                processors = [] if name == "no grammar" else [GrammarProcessor(grammar_tokenizer, schema)]
+                processors = [] if name == "no grammar" else [subject.grammar()]
                 slot = _Slot(GenerationRequest(prompt_tokens=list(range(10, 42)), max_tokens=tokens + 8))
                 alone = solo.Solo(
                     loaded,

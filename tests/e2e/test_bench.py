@@ -182,7 +182,8 @@ def test_the_cold_workload_times_start_to_ready_and_the_first_answer_for_both_se
 
 def test_the_mask_cost_profile_times_each_part_of_a_structured_output_step(tiny_models):
     """`lmx_bench_kernels --model PATH --masks`: the batch step with and without a json_schema
-    grammar on every row, and the two parts isolated, at each batch size."""
+    grammar on every row, and the two parts isolated, at each batch size; then streams admitted
+    to a busy batch and a lone stream, with and without grammars."""
     done = subprocess.run(
         [sys.executable, "manage.py", "lmx_bench_kernels", "--no-kernels", "--masks", "--batches", "1,2",
          "--model", str(tiny_models / "random-tiny")],
@@ -196,3 +197,14 @@ def test_the_mask_cost_profile_times_each_part_of_a_structured_output_step(tiny_
         for cell in _row(table, variant):
             ms, ratio = re.fullmatch(r"([\d.]+) \(([\d.]+×)\)", cell).groups()
             assert _number(ms) > 0 and _number(ratio) > 0, (variant, table)
+    # streams arriving at a busy batch, and a lone stream, each with and without grammars
+    arriving = table[table.index("| 2 streams arriving 4 a step: first token, ms | median | max |") :]
+    for variant in ("no grammar", "json_schema", "json_schema, first step mlx-lm's"):
+        median, most = (_number(cell) for cell in _row(arriving, variant))
+        assert 0 < median <= most, (variant, table)
+    alone = table[
+        table.index("| one stream decoded alone, ms a token | step | waiting for a token | masks |") :
+    ]
+    step, wait, masks = (_number(cell) for cell in _row(alone, "json_schema"))
+    assert 0 < masks < step and 0 <= wait < step, table
+    assert _number(_row(alone, "no grammar")[2]) == 0, table  # nothing masked without a grammar

@@ -41,13 +41,14 @@ class Command(BaseCommand):
         if model and masks:
             from benchmarks import mask_cost
 
-            costs = mask_cost.measure(model, batches=tuple(int(b) for b in batches.split(",")))
+            subject = mask_cost.Subject(model)
+            costs = mask_cost.measure(subject, batches=tuple(int(b) for b in batches.split(",")))
             text += f"\nStructured output in LMX's batch step, {Path(model).name}\n\n"
             text += mask_cost.markdown(costs) + "\n"
             streams = max(int(b) for b in batches.split(","))
-            waits = mask_cost.admission(model, batch=streams, arriving=4)
+            waits = mask_cost.admission(subject, batch=streams, arriving=4)
             text += "\n" + mask_cost.admission_markdown(waits, batch=streams, arriving=4) + "\n"
-            text += "\n" + mask_cost.solo_markdown(mask_cost.solo(model)) + "\n"
+            text += "\n" + mask_cost.solo_markdown(mask_cost.solo(subject)) + "\n"
         elif model:
             profiles = step_profile.profile(model, batches=tuple(int(b) for b in batches.split(",")))
             text += f"\nBatched decoding step of {Path(model).name} (BatchGenerator)\n\n"
