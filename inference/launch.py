@@ -71,7 +71,8 @@ class LocalRanks:
         os.environ.update({**self._backend_env(), "MLX_RANK": "0", **self._device(0)})
         manage = Path(settings.BASE_DIR) / "manage.py"
         for follower in range(1, self.size):
-            env = {**os.environ, "MLX_RANK": str(follower), **self._device(follower)}
+            env = {**os.environ, "MLX_RANK": str(follower), "LMX_RANK_PARENT": str(os.getpid())}
+            env.update(self._device(follower))
             process = subprocess.Popen([sys.executable, str(manage), "lmx_serve"], env=env)
             self.followers.append(process)
             threading.Thread(

@@ -13,6 +13,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from inference import wire
@@ -44,12 +45,30 @@ def follow(options: dict) -> int:
     when rank 0 stops it (0) or the group breaks (1)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 stops the group in order
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _leave_with_parent(os.environ.get("LMX_RANK_PARENT"))
     options = dict(options)
     options.pop("log_speedups", None)
     child = _Child(None, options, _join(options.pop("distributed")))
     child.engine.start()
     child.engine.join()
     return 1 if child.engine.group.lost else 0
+
+
+def _leave_with_parent(parent: str | None) -> None:
+    """A follower that `lmx_serve --ranks` started (LMX_RANK_PARENT: that server's pid) ends
+    when that server is gone. It ignores signals and may wait in a collective with an engine that
+    no longer exists (rank 0 ended the group, or was killed): nobody else would end it, and it
+    holds its shard of the model."""
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        log.error("Rank 0's server (pid %s) is gone; this rank leaves the group", parent)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lmx-rank-parent", daemon=True).start()
 
 
 def _join(settings: dict | None):

@@ -287,3 +287,8 @@ def test_a_rank_that_stops_answering_is_called_lost_after_the_timeout(make_serve
             assert http.get("/healthz").status_code == 200
         finally:
             follower.resume()
+    # the follower, back but stuck in a group that is gone, ignores signals: it ends when rank
+    # 0's server does, whatever ended that (here a kill, as a crash would)
+    srv.proc.kill()
+    srv.proc.wait()
+    follower.wait(timeout=10)  # psutil.TimeoutExpired if it lingers
