@@ -255,9 +255,9 @@ def _structured(
     base: str, model: str, prompts: Prompts, opts: Options, n: int
 ) -> tuple[tuple[float, float], StructuredParts] | None:
     """Aggregate decode tok/s of n chat streams without and with a json_schema, taking turns
-    (medians; five times for one stream, whose second of each is noisy on a GPU lease, twice
-    for more), and where the difference goes; None where the model cannot follow a JSON grammar
-    (a word-level test vocabulary has no '{')."""
+    (medians; five times at one stream, whose rounds of about a second are noisy on a GPU
+    lease, twice at more), and where the difference goes; None where the model cannot follow a
+    JSON grammar (a word-level test vocabulary has no '{')."""
     rates: dict[bool, list[float]] = {False: [], True: []}
     streams: dict[bool, list] = {False: [], True: []}
     warm_up = chat_body(model, prompts.make(opts.sweep_prompt_tokens)[0], 8, schema=STORY_SCHEMA)
