@@ -288,9 +288,10 @@ def minute_row(index: int, minute: Minute) -> dict:
         **{outcome: minute.outcomes.get(outcome, 0) for outcome in OUTCOMES},
         "ttft_p50_ms": None if not ttft else round(percentile(ttft, 50) * 1000),
         "ttft_p99_ms": None if not ttft else round(percentile(ttft, 99) * 1000),
-        "server_rss_mb": _mb(each("server_rss")),
-        "engine_rss_mb": _mb(each("engine_rss")),
-        # At their fewest: the clients' connections in flight come and go; a leak raises the floor.
+        # At their least: a model being swapped in, caches and the clients' connections in
+        # flight come and go within a minute; a leak raises the floor.
+        "server_rss_mb": _mb(each("server_rss", of=min)),
+        "engine_rss_mb": _mb(each("engine_rss", of=min)),
         "fds": each("fds", of=min),
         "threads": each("threads"),
         "kinds": dict(minute.by_kind),
@@ -314,8 +315,8 @@ HEADERS = [
     ("lost", "lost"),
     ("ttft_p50_ms", "TTFT p50 ms"),
     ("ttft_p99_ms", "TTFT p99 ms"),
-    ("server_rss_mb", "server RSS MB"),
-    ("engine_rss_mb", "engine RSS MB"),
+    ("server_rss_mb", "server RSS MB (least)"),
+    ("engine_rss_mb", "engine RSS MB (least)"),
     ("fds", "fds (fewest)"),
     ("threads", "threads"),
 ]
