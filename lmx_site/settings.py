@@ -136,6 +136,7 @@ LMX_ERROR_RETENTION_DAYS = env.int("LMX_ERROR_RETENTION_DAYS", default=90)
 LMX_RESPONSE_RETENTION_DAYS = env.int("LMX_RESPONSE_RETENTION_DAYS", default=30)
 LMX_CPU_FAST_PATH = env.str("LMX_CPU_FAST_PATH", default="auto")  # auto | on | off
 LMX_BATCH_LAYERS = env.str("LMX_BATCH_LAYERS", default="auto")  # auto | on | off
+LMX_MODEL_THREADS = env.str("LMX_MODEL_THREADS", default="auto")  # auto | on | off
 LMX_PREFILL_CHUNK = env.str("LMX_PREFILL_CHUNK", default="auto")  # tokens a prompt advances a step
 LMX_PREFILL_BUCKETS = env.str(
     "LMX_PREFILL_BUCKETS", default="auto"

@@ -348,23 +348,39 @@ class Engine:
             self.on_group_lost(reason)
 
     def _step(self) -> None:
-        """One step of each resident model with work, in load order."""
-        for resident in list(self.host.residents.values()):
-            if not resident.scheduler.busy:
-                continue
-            try:
-                resident.scheduler.step()
-            except Exception as exc:  # a failed step must not kill the engine, nor other models' work
-                log.exception("Generation step of %s failed", resident.loaded.spec.id)
-                if self.lockstep is not None and not self.lockstep.alive():
-                    raise _GroupLost(self.group.lost_rank(exc)) from exc
-                resident.scheduler.fail_all(to_lmx_error(exc))
+        """One step of each resident model with work, in load order; a model on its own thread
+        (engine.model_thread) steps there while the others step here, and the engine waits for
+        it before the next round."""
+        busy = [r for r in self.host.residents.values() if r.scheduler.busy]
+        elsewhere = [r.thread.submit(lambda r=r: self._step_one(r)) for r in busy if r.thread is not None]
+        for resident in busy:
+            if resident.thread is None:
+                self._step_one(resident)
+                if not elsewhere:  # else the other threads' batches are changing as it reads them
+                    self._publish()
+        if elsewhere:
+            for done in elsewhere:
+                done.result()
+            self.host.add_counts()
             self._publish()
+
+    def _step_one(self, resident) -> None:
+        try:
+            resident.scheduler.step()
+        except Exception as exc:  # a failed step must not kill the engine, nor other models' work
+            log.exception("Generation step of %s failed", resident.loaded.spec.id)
+            if self.lockstep is not None and not self.lockstep.alive():
+                raise _GroupLost(self.group.lost_rank(exc)) from exc
+            resident.scheduler.fail_all(to_lmx_error(exc))
 
     def _handle(self, job: _Job) -> None:
         if job.slot is not None:
             try:
-                self.host.resident(job.path).scheduler.admit(job.slot)
+                resident = self.host.resident(job.path)
+                if resident.thread is None:
+                    resident.scheduler.admit(job.slot)
+                else:  # admitted on its thread, where its batch lives
+                    resident.scheduler.arriving.append(job.slot)
             except Exception as exc:  # noqa: BLE001 - the request fails, the engine goes on
                 job.slot.fail(to_lmx_error(exc))
             return

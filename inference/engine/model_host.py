@@ -18,10 +18,11 @@ from dataclasses import dataclass, fields
 
 import mlx.core as mx
 
-from inference.engine import disk_cache, loading, sharding, warming
+from inference.engine import disk_cache, loading, model_thread, sharding, warming
 from inference.engine.disk_cache import DiskTier
 from inference.engine.mlx_compat import quantized_cache
 from inference.engine.mlx_compat.generator import LMXBatchGenerator
+from inference.engine.model_thread import ModelThread
 from inference.engine.scheduler import Scheduler
 from inference.engine.warming import Warming
 from inference.errors import InvalidRequest, LMXError, NoModelLoaded, OomUnloaded
@@ -59,11 +60,20 @@ class Resident:
     scheduler of its requests (a step of one model never holds another's rows)."""
 
     def __init__(
-        self, loaded: LoadedModel, generator: LMXBatchGenerator | None, counters, max_concurrent: int
+        self,
+        loaded: LoadedModel,
+        generator: LMXBatchGenerator | None,
+        counters,
+        max_concurrent: int,
+        thread: ModelThread | None = None,
     ):
         self.loaded = loaded
         self.generator = generator
-        self.scheduler = Scheduler(self, counters, max_concurrent=max_concurrent)
+        # The model's own thread (engine.model_thread), where its batch lives; None: the engine's.
+        # Its scheduler counts into its own totals, added to the engine's after each step.
+        self.thread = thread
+        self.counters = EngineCounters() if thread is not None else counters
+        self.scheduler = Scheduler(self, self.counters, max_concurrent=max_concurrent)
         # llguidance's tokenizer, made in the background: made on the engine thread at the first
         # structured request it stalled every stream ~1 s.
         self._grammar_tokenizer = _make_grammar_tokenizer(loaded)
@@ -71,9 +81,18 @@ class Resident:
     def grammar_tokenizer(self):
         return self._grammar_tokenizer.result()
 
+    def on_thread(self, fn):
+        """`fn()` where this model's batch lives."""
+        return fn() if self.thread is None else self.thread.call(fn)
+
+    def fail_all(self, error: LMXError) -> None:
+        self.on_thread(lambda: self.scheduler.fail_all(error))
+
     def close(self) -> None:
         if self.generator is not None:
-            self.generator.close()
+            self.on_thread(self.generator.close)
+        if self.thread is not None:
+            self.thread.stop()
 
 
 def _make_grammar_tokenizer(loaded: LoadedModel) -> Future:
@@ -183,6 +202,7 @@ class ModelHost:
             return LoadResult(spec.id, loaded.load_time_ms, loaded.vram_gb, already_loaded=True)
         self.loading = spec.id
         self._state_changed()
+        thread = None
         try:
             before = mx.get_active_memory()
             start = time.perf_counter()
@@ -219,28 +239,34 @@ class ModelHost:
                 model_context_length=own_context,
                 sharding=split[0] if split else None,
             )
-            generator = (  # embedding models and rerankers read whole inputs: no batch to decode in
-                LMXBatchGenerator(
-                    model,
-                    max_concurrent=self.max_concurrent,
-                    cache_size=self.prompt_cache_size,
-                    cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
-                    kv_bits=options.kv_bits,
-                    disk=self._blocks(spec, backend, options),
-                    fixed_pacing=self.group is not None,
-                )
-                if spec.kind == "chat"
-                else None
-            )
+            generator, thread = None, None  # embedding models and rerankers: no batch to decode in
+            if spec.kind == "chat":
+                thread = self._own_thread(spec)
+                disk = self._blocks(spec, backend, options)
+
+                def make_generator():
+                    return LMXBatchGenerator(
+                        model,
+                        max_concurrent=self.max_concurrent,
+                        cache_size=self.prompt_cache_size,
+                        cache_bytes=options.prompt_cache_bytes or self.prompt_cache_bytes,
+                        kv_bits=options.kv_bits,
+                        disk=disk,
+                        fixed_pacing=self.group is not None,
+                    )
+
+                generator = make_generator() if thread is None else thread.call(make_generator)
             self.residents = {
                 **self.residents,
-                spec.path: Resident(loaded, generator, self.counters, self.max_concurrent),
+                spec.path: Resident(loaded, generator, self.counters, self.max_concurrent, thread),
             }
             self.oom_unloaded = self.oom_unloaded - {spec.path}
             self.warming.add(spec.path, spec.id, later)
             freeze_heap()
         except BaseException:
             model = tokenizer = None
+            if thread is not None:
+                thread.stop()
             self._release()
             raise
         finally:
@@ -249,6 +275,25 @@ class ModelHost:
         log.info("Model loaded: %s (%.1f GB, %.1fs)", spec.id, vram / 1e9, elapsed_ms / 1000)
         self._announce(ModelEvent(ModelAction.LOADED, spec.id, loaded.vram_gb, elapsed_ms))
         return LoadResult(spec.id, elapsed_ms, loaded.vram_gb)
+
+    def _own_thread(self, spec: ModelSpec) -> ModelThread | None:
+        """A thread of its own for a model that generates beside another (engine.model_thread);
+        never in a distributed group, whose ranks step together on their engine threads."""
+        beside = any(r.generator is not None for r in self.residents.values())
+        if not beside or self.group is not None or not model_thread.enabled():
+            return None
+        log.info("%s steps on its own thread, beside the resident models (LMX_MODEL_THREADS)", spec.id)
+        return ModelThread(f"lmx-model-{spec.id}")
+
+    def add_counts(self) -> None:
+        """Each model thread's counts since the last call, into the engine's (its threads idle)."""
+        for resident in self.residents.values():
+            if resident.thread is None:
+                continue
+            own = resident.counters
+            for name in ("generated_tokens", "prompt_tokens", "cached_tokens", "completed", "steps"):
+                setattr(self.counters, name, getattr(self.counters, name) + getattr(own, name))
+                setattr(own, name, 0)
 
     @staticmethod
     def _warm_up(spec: ModelSpec, model) -> None:
@@ -267,13 +312,14 @@ class ModelHost:
         for one in paths:
             resident = self.residents[one]
             model_id = resident.loaded.spec.id
-            resident.scheduler.fail_all(
+            resident.fail_all(
                 OomUnloaded()
                 if reason == "oom"
                 else NoModelLoaded(
                     f"The model {model_id} was unloaded ({reason}) while this request ran. Load it and retry."
                 )
             )
+            self.add_counts()
             resident.close()
             self.warming.drop(one)
             self.residents = {p: r for p, r in self.residents.items() if p != one}
@@ -306,7 +352,8 @@ class ModelHost:
     def fail_all(self, error: LMXError) -> None:
         """End every request of every resident model with `error`."""
         for resident in self.residents.values():
-            resident.scheduler.fail_all(error)
+            resident.fail_all(error)
+        self.add_counts()
 
     def drop(self) -> None:
         """Let go of every model and its batch, whatever state they are in (shutdown)."""

@@ -30,10 +30,13 @@ class Scheduler:
         self.running: dict[int, Slot] = {}  # by the batch's uid
         self.waiting: list[Slot] = []
         self.solo: Solo | None = None
+        # Handed over by the engine thread for a model on its own thread: admitted there, at the
+        # start of its next step (engine.model_thread).
+        self.arriving: list[Slot] = []
 
     @property
     def busy(self) -> bool:
-        return bool(self.running or self.waiting or self.solo)
+        return bool(self.running or self.waiting or self.solo or self.arriving)
 
     # --- admission -------------------------------------------------------------------------
     def admit(self, slot: Slot) -> None:
@@ -51,7 +54,7 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - the request hears why
             slot.fail(to_lmx_error(exc))
             return
-        alone = not self.busy
+        alone = not (self.running or self.waiting or self.solo)
         if not alone:
             if self.solo is not None:
                 self._solo_to_batch()
@@ -145,6 +148,9 @@ class Scheduler:
         return False
 
     def fail_all(self, error: LMXError) -> None:
+        for slot in self.arriving:
+            slot.fail(error)
+        self.arriving.clear()
         if self.solo is not None:
             self.solo.slot.fail(error)
             self.solo = None
@@ -169,6 +175,8 @@ class Scheduler:
 
     # --- a step ----------------------------------------------------------------------------
     def step(self) -> None:
+        while self.arriving:
+            self.admit(self.arriving.pop(0))
         if self.solo is not None:
             self._solo_step()
             return

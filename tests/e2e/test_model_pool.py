@@ -43,8 +43,11 @@ def _resident(http) -> list[str]:
     return http.get("/admin/models").json()["resident"]
 
 
-def test_two_resident_models_serve_concurrent_streams_with_the_tokens_each_gives_alone(make_server):
-    srv = make_server(default_model=MLX_ID, wait_ready=True)
+@pytest.mark.parametrize("threads", ["off", "on"])
+def test_two_resident_models_serve_concurrent_streams_with_the_tokens_each_gives_alone(make_server, threads):
+    """`on`: the second model steps on its own thread beside the first (LMX_MODEL_THREADS, on by
+    default with CUDA only)."""
+    srv = make_server(default_model=MLX_ID, wait_ready=True, env={"LMX_MODEL_THREADS": threads})
     client = _client(srv)
     with srv.client() as http:
         loaded = http.post("/admin/models/load", json={"model": GGUF_ID}).json()
@@ -58,6 +61,8 @@ def test_two_resident_models_serve_concurrent_streams_with_the_tokens_each_gives
     listed = {m.id: m.model_extra for m in client.models.list().data}
     assert listed[MLX_ID]["loaded"] and listed[GGUF_ID]["loaded"]
     assert _greedy(client, GGUF_ID) == alone[GGUF_ID]
+    own_thread = f"{GGUF_ID} steps on its own thread"
+    assert (own_thread in srv.stdout() + srv.stderr()) == (threads == "on")
     with srv.client() as http:
         ready = http.get("/readyz").json()
         assert ready["ready"] and sorted(ready["models"]) == sorted([MLX_ID, GGUF_ID])

@@ -26,10 +26,29 @@ class Command(BaseCommand):
             action="store_true",
             help="with --model: what a structured-output (json_schema) row costs the batch step, in parts",
         )
+        parser.add_argument(
+            "--two-models",
+            action="store_true",
+            help="with --model: two copies decoding at once, in turn on one thread and on two threads",
+        )
+        parser.add_argument("--two-model-rows", type=int, default=16, help="n, rows of each copy")
         parser.add_argument("--out", help="also write the tables to this file")
 
     def handle(
-        self, *args, shape, rows, repeat, no_gil, model, batches, kernels: bool, masks: bool, out, **opts
+        self,
+        *args,
+        shape,
+        rows,
+        repeat,
+        no_gil,
+        model,
+        batches,
+        kernels: bool,
+        masks: bool,
+        two_models: bool,
+        two_model_rows: int,
+        out,
+        **opts,
     ):
         import platform
 
@@ -38,7 +57,12 @@ class Command(BaseCommand):
         text = f"{mx.default_device()} on {platform.machine()}, MLX {mx.__version__}\n"
         if kernels:
             text += "\n" + self._kernels(shape, tuple(int(r) for r in rows.split(",")), repeat, not no_gil)
-        if model and masks:
+        if model and two_models:
+            from benchmarks import model_threads
+
+            results = model_threads.measure(model, rows=two_model_rows)
+            text += "\n" + model_threads.markdown(results, rows=two_model_rows, name=Path(model).name) + "\n"
+        elif model and masks:
             from benchmarks import mask_cost
 
             subject = mask_cost.Subject(model)
