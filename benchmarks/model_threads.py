@@ -13,108 +13,73 @@ changed for it.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 
 VARIANTS = ("one model, 2n rows", "two models, n each, in turn", "two models, n each, two threads")
 
 
-def _prefilled(model, vocab: int, rows: int, offset: int):
+def _prefilled(model, vocab: int, rows: int):
     """A batch generator made on the calling thread (its default stream is that thread's), with
     `rows` prompts prefilled and a few steps taken."""
-    import mlx.core as mx
-
+    from benchmarks.step_profile import prefill
     from inference.engine.mlx_compat.generator import LMXBatchGenerator
 
     gen = LMXBatchGenerator(model, max_concurrent=rows, cache_size=1, cache_bytes=1 << 20)
-    prompts = [[(7 + 13 * (i + offset) + 31 * j) % (vocab - 10) + 6 for j in range(32)] for i in range(rows)]
-    gen.insert(prompts, max_tokens=[100_000] * rows)
-    while len(gen._generation_batch) < rows:
-        gen.next()
-    for _ in range(4):
-        gen.next()
-    mx.synchronize()
+    prefill(gen, vocab, rows, 32)
     return gen
 
 
-def _close(*gens) -> None:
+def _steps(gen, steps: int) -> None:
     import mlx.core as mx
 
-    for gen in gens:
-        gen.close()
+    for _ in range(steps):
+        gen.next()
+    mx.synchronize()
+
+
+def _close(gen) -> None:
+    import mlx.core as mx
+
+    gen.close()
     mx.synchronize()
     mx.clear_cache()
 
 
-def _one(model, vocab: int, rows: int, steps: int) -> float:
+def _in_turn(models, vocab: int, rows: int, steps: int) -> float:
+    """Aggregate tok/s of `rows` rows on each of `models`, stepped in turn on this thread."""
     import mlx.core as mx
 
-    gen = _prefilled(model, vocab, 2 * rows, 0)
-    start = time.perf_counter()
-    for _ in range(steps):
-        gen.next()
-    mx.synchronize()
-    elapsed = time.perf_counter() - start
-    _close(gen)
-    return 2 * rows * steps / elapsed
-
-
-def _turns(models, vocab: int, rows: int, steps: int) -> float:
-    import mlx.core as mx
-
-    gens = [_prefilled(m, vocab, rows, k * rows) for k, m in enumerate(models)]
+    gens = [_prefilled(m, vocab, rows) for m in models]
     start = time.perf_counter()
     for _ in range(steps):
         for gen in gens:
             gen.next()
     mx.synchronize()
     elapsed = time.perf_counter() - start
-    _close(*gens)
-    return 2 * rows * steps / elapsed
+    for gen in gens:
+        _close(gen)
+    return len(gens) * rows * steps / elapsed
 
 
-def _threads(models, vocab: int, rows: int, steps: int) -> float:
-    import mlx.core as mx
+def _on_threads(models, vocab: int, rows: int, steps: int) -> float:
+    """The same with each model on its own thread, as the engine runs a second model
+    (inference.engine.model_thread)."""
+    from inference.engine.model_thread import ModelThread
 
-    ready = threading.Barrier(len(models) + 1)
-    done = threading.Barrier(len(models) + 1)
-    failures: list[BaseException] = []
-
-    def run(model, k: int) -> None:
-        try:
-            gen = _prefilled(model, vocab, rows, k * rows)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            failures.append(exc)
-            ready.abort()
-            return
-        try:
-            ready.wait()
-            for _ in range(steps):
-                gen.next()
-            mx.synchronize()
-        except BaseException as exc:  # noqa: BLE001
-            failures.append(exc)
-        finally:
-            _close(gen)
-            done.wait()
-            mx.clear_streams()
-
-    workers = [threading.Thread(target=run, args=(m, k), daemon=True) for k, m in enumerate(models)]
-    for w in workers:
-        w.start()
+    threads = [ModelThread(f"bench-model-{k}") for k in range(len(models))]
     try:
-        ready.wait()
-    except threading.BrokenBarrierError:
-        pass
-    start = time.perf_counter()
-    if not failures:
-        done.wait()
-    elapsed = time.perf_counter() - start
-    for w in workers:
-        w.join()
-    if failures:
-        raise failures[0]
-    return 2 * rows * steps / elapsed
+        gens = [t.call(lambda m=m: _prefilled(m, vocab, rows)) for t, m in zip(threads, models, strict=True)]
+        start = time.perf_counter()
+        running = [t.submit(lambda g=g: _steps(g, steps)) for t, g in zip(threads, gens, strict=True)]
+        for done in running:
+            done.result()
+        elapsed = time.perf_counter() - start
+        for t, g in zip(threads, gens, strict=True):
+            t.call(lambda g=g: _close(g))
+    finally:
+        for t in threads:
+            t.stop()
+    return len(gens) * rows * steps / elapsed
 
 
 def measure(model_path: str, *, rows: int = 16, steps: int = 64, rounds: int = 3) -> dict[str, float]:
@@ -130,9 +95,9 @@ def measure(model_path: str, *, rows: int = 16, steps: int = 64, rounds: int = 3
         models.append(model)
     vocab = models[0].args.vocab_size
     runs = {
-        VARIANTS[0]: lambda: _one(models[0], vocab, rows, steps),
-        VARIANTS[1]: lambda: _turns(models, vocab, rows, steps),
-        VARIANTS[2]: lambda: _threads(models, vocab, rows, steps),
+        VARIANTS[0]: lambda: _in_turn(models[:1], vocab, 2 * rows, steps),
+        VARIANTS[1]: lambda: _in_turn(models, vocab, rows, steps),
+        VARIANTS[2]: lambda: _on_threads(models, vocab, rows, steps),
     }
     for fn in runs.values():  # compiles and first shapes
         fn()
@@ -151,5 +116,5 @@ def markdown(results: dict[str, float], *, rows: int, name: str) -> str:
         "| variant | aggregate tok/s | / one model |",
         "|---|---:|---:|",
     ]
-    lines += [f"| {v} | {results[v]:.1f} | {results[v] / base:.2f}x |" for v in VARIANTS]
+    lines += [f"| {v} | {results[v]:.1f} | {results[v] / base:.2f}× |" for v in VARIANTS]
     return "\n".join(lines)

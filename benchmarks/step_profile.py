@@ -126,9 +126,9 @@ def _profile_batch(model, layers: str, batch: int, prompt_tokens: int, steps: in
     return StepProfile(layers, batch, step_ms, {k: v * 1000 / timed_steps for k, v in totals.items()})
 
 
-def pipelined_step_ms(gen, vocab: int, batch: int, prompt_tokens: int, steps: int, **insert) -> float:
-    """`batch` prompts prefilled into `gen` (a BatchGenerator), then the time of one decoding
-    step, pipelined as a server runs them; `insert` goes to `gen.insert` (e.g. processors)."""
+def prefill(gen, vocab: int, batch: int, prompt_tokens: int, **insert) -> None:
+    """`batch` prompts prefilled into `gen` (a BatchGenerator) and a few decoding steps taken;
+    `insert` goes to `gen.insert` (e.g. processors)."""
     import mlx.core as mx
 
     prompts = [[(7 + 13 * i + 31 * j) % (vocab - 10) + 6 for j in range(prompt_tokens)] for i in range(batch)]
@@ -138,6 +138,14 @@ def pipelined_step_ms(gen, vocab: int, batch: int, prompt_tokens: int, steps: in
     for _ in range(4):
         gen.next()
     mx.synchronize()
+
+
+def pipelined_step_ms(gen, vocab: int, batch: int, prompt_tokens: int, steps: int, **insert) -> float:
+    """`batch` prompts prefilled into `gen` (a BatchGenerator), then the time of one decoding
+    step, pipelined as a server runs them; `insert` goes to `gen.insert` (e.g. processors)."""
+    import mlx.core as mx
+
+    prefill(gen, vocab, batch, prompt_tokens, **insert)
     start = time.perf_counter()
     for _ in range(steps):
         gen.next()

@@ -184,15 +184,24 @@ class LoadedInfo:
 
 @dataclass
 class EngineCounters:
-    """Totals read by metrics; written by the engine thread only."""
+    """Totals read by metrics; written by the engine thread only (a model on its own thread
+    counts into its own, moved here with `take` between steps)."""
 
     generated_tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completed: int = 0
     steps: int = 0
-    disk_cache_bytes: int = 0  # the prompt caches' disk tier
+    disk_cache_bytes: int = 0  # the prompt caches' disk tier: sizes, not totals
     disk_cache_blocks: int = 0
+
+    TOTALS = ("generated_tokens", "prompt_tokens", "cached_tokens", "completed", "steps")
+
+    def take(self, other: EngineCounters) -> None:
+        """Add `other`'s totals to these and zero them there."""
+        for name in self.TOTALS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+            setattr(other, name, 0)
 
 
 @dataclass(frozen=True)

@@ -288,12 +288,8 @@ class ModelHost:
     def add_counts(self) -> None:
         """Each model thread's counts since the last call, into the engine's (its threads idle)."""
         for resident in self.residents.values():
-            if resident.thread is None:
-                continue
-            own = resident.counters
-            for name in ("generated_tokens", "prompt_tokens", "cached_tokens", "completed", "steps"):
-                setattr(self.counters, name, getattr(self.counters, name) + getattr(own, name))
-                setattr(own, name, 0)
+            if resident.thread is not None:
+                self.counters.take(resident.counters)
 
     @staticmethod
     def _warm_up(spec: ModelSpec, model) -> None:

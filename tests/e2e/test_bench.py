@@ -180,6 +180,25 @@ def test_the_cold_workload_times_start_to_ready_and_the_first_answer_for_both_se
     assert not list((ROOT / "var" / "bench").glob("lmx-cold-*"))
 
 
+def test_two_models_decode_in_turn_and_on_threads_against_one(tiny_models):
+    """`lmx_bench_kernels --model PATH --two-models`: two copies of a model decoding n rows each,
+    in turn on one thread and each on its own (inference.engine.model_thread), against 2n rows on
+    one copy."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "lmx_bench_kernels", "--no-kernels", "--two-models",
+         "--two-model-rows", "2", "--model", str(tiny_models / "random-tiny")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    assert "Two copies of random-tiny decoding at once, n = 2" in table
+    tok_s, ratio = _row(table, "one model, 2n rows")
+    assert _number(tok_s) > 0 and ratio == "1.00×", table
+    for variant in ("two models, n each, in turn", "two models, n each, two threads"):
+        tok_s, ratio = _row(table, variant)
+        assert _number(tok_s) > 0 and _number(ratio) > 0, table
+
+
 def test_the_mask_cost_profile_times_each_part_of_a_structured_output_step(tiny_models):
     """`lmx_bench_kernels --model PATH --masks`: the batch step with and without a json_schema
     grammar on every row, and the two parts isolated, at each batch size; then streams admitted
