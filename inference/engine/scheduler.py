@@ -196,7 +196,11 @@ class Scheduler:
         if self._reap(solo.slot):
             self.solo = None
             return
+        start = time.perf_counter()
         token, finish = solo.step()
+        # A prompt arriving now is prefilled beside this stream, paced against its step: without
+        # this the pacer would know no decoding step until the prompt was read.
+        self.model.generator.pacer.observe(time.perf_counter() - start, decoding=True, prompt_tokens=0)
         self.counters.steps += 1
         if self._deliver(solo.slot, token, finish, solo.last_logprobs):
             self.solo = None
