@@ -116,7 +116,12 @@ def test_bench_compares_lmx_with_mlx_lm_and_its_server_in_one_table(tiny_models,
         cells = [c.strip() for c in line.split("|")]
         assert re.fullmatch(r"[\d.]+ / [\d.]+", cells[2])
         assert re.fullmatch(r"unconstrained [\d.]+ / [\d.]+", cells[5])
-        assert all(float(v) > 0 for v in re.findall(r"[\d.]+", cells[2] + cells[5]))
+        # first tokens take time; a gap may round to 0.00: the tiny model steps in ~1.5 ms, as fast
+        # as the HTTP path, so a stream's pieces sometimes arrive together
+        (ttft, gap), (free_ttft, free_gap) = (
+            (float(v) for v in re.findall(r"[\d.]+", cell)) for cell in (cells[2], cells[5])
+        )
+        assert ttft > 0 and free_ttft > 0 and gap >= 0 and free_gap >= 0
     targets = table.split("Targets:")[1]
     assert len(re.findall(r" — (met|\*\*missed\*\*)", targets)) == 7
     assert "Failed requests" not in table
