@@ -66,6 +66,8 @@ def validate() -> None:
         "LMX_BATCH_LAYERS": ("auto", "on", "off"),
         "LMX_PREFILL_BUCKETS": ("auto", "on", "off"),
         "LMX_SHORT_ATTENTION": ("auto", "on", "off"),
+        "LMX_MODEL_THREADS": ("auto", "on", "off"),
+        "LMX_MIXED_ROUNDS": ("on", "off"),
         "LMX_WARM_UP": ("background", "load"),
         "LMX_SHARDING": ("auto", "tensor", "pipeline"),
         "LMX_DISTRIBUTED_BACKEND": ("ring", "jaccl", "nccl", "mpi", "any"),

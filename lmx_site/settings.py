@@ -138,6 +138,7 @@ LMX_CPU_FAST_PATH = env.str("LMX_CPU_FAST_PATH", default="auto")  # auto | on | 
 LMX_BATCH_LAYERS = env.str("LMX_BATCH_LAYERS", default="auto")  # auto | on | off
 LMX_MODEL_THREADS = env.str("LMX_MODEL_THREADS", default="auto")  # auto | on | off
 LMX_PREFILL_CHUNK = env.str("LMX_PREFILL_CHUNK", default="auto")  # tokens a prompt advances a step
+LMX_MIXED_ROUNDS = env.str("LMX_MIXED_ROUNDS", default="off")  # decoding + prompt chunk in one pass
 LMX_PREFILL_BUCKETS = env.str(
     "LMX_PREFILL_BUCKETS", default="auto"
 )  # auto | on | off (inference.engine.solo)

@@ -15,6 +15,7 @@ from tests.lmx_server import ROOT
         ("LMX_PREFILL_BUCKETS", "sometimes", "LMX_PREFILL_BUCKETS must be auto, on or off, not 'sometimes'"),
         ("LMX_BATCH_LAYERS", "maybe", "LMX_BATCH_LAYERS must be auto, on or off, not 'maybe'"),
         ("LMX_SHORT_ATTENTION", "fast", "LMX_SHORT_ATTENTION must be auto, on or off, not 'fast'"),
+        ("LMX_MIXED_ROUNDS", "auto", "LMX_MIXED_ROUNDS must be on or off, not 'auto'"),
         ("LMX_MAX_CONCURRENT", "0", "LMX_MAX_CONCURRENT must be >= 1 and LMX_MAX_QUEUE >= 0"),
     ],
 )

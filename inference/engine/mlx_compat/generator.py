@@ -14,25 +14,60 @@ import time
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator, GenerationBatch, PromptProcessingBatch
+from mlx_lm.generate import BatchGenerator, GenerationBatch, PromptProcessingBatch, _right_pad_prompts
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from inference.engine import grammar, mlx_compat
 from inference.engine.host import to_host
-from inference.engine.mlx_compat import admission, prompt_cache, quantized_cache
+from inference.engine.mlx_compat import admission, mixed_round, prompt_cache, quantized_cache
 
 log = logging.getLogger("lmx.engine")
 
 
+class RidingChunk:
+    """A prompt chunk prefilled in the forward pass of the decoding step (mixed_round): mlx-lm
+    0.32.2's `PromptProcessingBatch.prompt` for one chunk, its pass shared."""
+
+    def __init__(self, batch: PromptProcessingBatch, tokens: list[list[int]]):
+        for held, more in zip(batch.tokens, tokens, strict=True):
+            held += more  # the tokens the cache will hold
+        lengths = [len(t) for t in tokens]
+        padding = [max(lengths) - n for n in lengths]
+        self.padded = max(padding) > 0
+        if self.padded:
+            self.inputs = _right_pad_prompts(tokens, max_length=max(lengths))
+            for c in batch.prompt_cache:
+                c.prepare(lengths=lengths, right_padding=padding)
+        else:
+            self.inputs = mx.array(tokens)
+        self.cache = batch.prompt_cache
+
+    def forward(self, model, inputs: mx.array, cache: list) -> tuple[mx.array, list]:
+        """(the decoding rows' logits, the chunk's cache arrays to evaluate with them)."""
+        decoded, _ = mixed_round.forward(model, [(inputs, cache), (self.inputs, self.cache)])
+        return mixed_round.logits(model, decoded), [c.state for c in self.cache]
+
+    def finish(self) -> None:
+        if self.padded:
+            for c in self.cache:
+                c.finalize()
+            mx.eval([c.state for c in self.cache])
+
+
 class HostReadBatch(GenerationBatch):
     sent_mask: grammar.DeviceWords | None = None  # the batch's grammar mask, kept on the device
+    riding: RidingChunk | None = None  # a prompt chunk this step's pass prefills too
 
     def _step(self):
         self._current_tokens = self._next_tokens
         self._current_logprobs = self._next_logprobs
         inputs = self._current_tokens
 
-        logits = self.model(inputs[:, None], cache=self.prompt_cache)
+        chunk_states = []
+        if self.riding is None:
+            logits = self.model(inputs[:, None], cache=self.prompt_cache)
+        else:
+            logits, chunk_states = self.riding.forward(self.model, inputs[:, None], self.prompt_cache)
         logits = logits[:, -1, :]
 
         token_context = []
@@ -73,7 +108,7 @@ class HostReadBatch(GenerationBatch):
 
         self._next_tokens = sampled
         self._next_logprobs = list(logprobs)
-        mx.async_eval(self._next_tokens, self._next_logprobs, token_context)
+        mx.async_eval(self._next_tokens, self._next_logprobs, token_context, chunk_states)
 
         mx.eval(inputs, self._current_logprobs)
         tokens = last if last is not None else to_host(inputs).tolist()
@@ -124,6 +159,11 @@ class Found:
     exact: bool = True  # False: `shared` is where the disk's blocks end, the difference is in the next
 
 
+def _read(segments: list[list[int]]) -> bool:
+    """Whether a prompt in the prompt batch has only its last token left (it goes to decoding)."""
+    return len(segments) == 1 and len(segments[0]) == 1
+
+
 class LMXBatchGenerator(BatchGenerator):
     """One model's continuous batch and its prompt caches (prefix reuse)."""
 
@@ -149,6 +189,10 @@ class LMXBatchGenerator(BatchGenerator):
         # A distributed group's ranks must chunk alike: measured time differs between them.
         fixed = admission.prefill_chunk() or (admission.group_chunk() if fixed_pacing else None)
         self.pacer = admission.Pacer(fixed, floor=admission.chunk_floor())
+        # A distributed group's ranks keep mlx-lm's two passes (the one pass is not measured there).
+        self.mixed = (
+            self.patched and not fixed_pacing and mixed_round.enabled() and mixed_round.supported(model)
+        )
         self.kv_bits = kv_bits  # None: keys and values kept at the model's precision
         self.disk = disk  # this model's blocks on disk (engine.disk_cache.ModelBlocks), if kept
         self.prompt_caches = LRUPromptCache(max_size=cache_size, max_bytes=cache_bytes)
@@ -175,6 +219,74 @@ class LMXBatchGenerator(BatchGenerator):
             prompt_tokens=self._counters.prompt_tokens - before,
         )
         return out
+
+    def _next(self):
+        # only LMX's step takes a riding chunk (benchmarks may switch mlx-lm's own back on)
+        batch = self._generation_batch
+        if not (self.mixed and isinstance(batch, HostReadBatch) and len(batch) and self._prompt_work()):
+            return super()._next()
+        return self._mixed_next()
+
+    def _prompt_work(self) -> bool:
+        return bool(self._currently_processing) or (
+            bool(self._unprocessed_sequences) and len(self._generation_batch) < self.completion_batch_size
+        )
+
+    def _mixed_next(self):
+        """mlx-lm 0.32.2's `BatchGenerator._next` with the decoding step and the prompt chunk in one
+        forward pass: admission and the chunk are taken before the step (mlx-lm takes them after),
+        prompts that are read join decoding after it, as there."""
+        prompt_responses = []
+        n = min(
+            self.prefill_batch_size - len(self._prompt_batch),
+            self.completion_batch_size - len(self._generation_batch),
+            len(self._unprocessed_sequences),
+        )
+        if n > 0:
+            self._prompt_batch.extend(self._make_batch(n))
+        split = [i for i, seq in enumerate(self._currently_processing) if _read(seq[0])]
+        joining = None
+        if split:
+            last_inputs = [self._currently_processing[i][0][0] for i in split]
+            progress = [(self._currently_processing[i][2],) * 2 for i in split]
+            self._currently_processing = [
+                seq for i, seq in enumerate(self._currently_processing) if not _read(seq[0])
+            ]
+            joining = self._prompt_batch.split(split).generate(last_inputs)
+            for uid, p in zip(joining.uids, progress, strict=True):
+                prompt_responses.append(PromptProcessingBatch.Response(uid, p, True, True))
+        prompts = []
+        for i, seq in enumerate(self._currently_processing):
+            response = PromptProcessingBatch.Response(self._prompt_batch.uids[i], 0, False, False)
+            segments = seq[0]
+            n = min(len(segments[0]), self.prefill_step_size)
+            prompts.append(segments[0][:n])
+            segments[0] = segments[0][n:]
+            if not segments[0]:
+                segments.pop(0)
+                response.end_of_segment = True
+            seq[1] += len(prompts[-1])
+            response.progress = (seq[1], seq[2])
+            prompt_responses.append(response)
+        self._counters.prompt_tokens += sum(len(p) for p in prompts)
+
+        riding = RidingChunk(self._prompt_batch, prompts) if prompts else None
+        tic = time.perf_counter()
+        self._generation_batch.riding = riding
+        try:
+            generation_responses = self._generation_batch.next()
+        finally:
+            self._generation_batch.riding = None
+        if riding is not None:
+            riding.finish()
+        self._counters.decode_time += time.perf_counter() - tic
+        self._counters.generation_tokens += len(generation_responses)
+        self._counters.generation_steps += 1
+        if self._counters.generation_steps % 512 == 0:
+            mx.clear_cache()
+        if joining is not None:
+            self._generation_batch.extend(joining)
+        return prompt_responses, generation_responses
 
     def new_cache(self) -> list:
         """An empty cache for one request, quantized when the load asked for kv_bits."""
