@@ -156,10 +156,14 @@ def test_workloads_compare_lmx_with_mlx_lm_server_in_one_table(tiny_models, tmp_
         tiny_models, tmp_path / "mixed", "--model", "random-tiny", "--workload", "mixed", "--mixed-streams", "2",
         "--long-tokens", "600",
     )  # fmt: skip
-    for label in ("streams' steady gap between tokens, ms", "their largest gap then, ms",
-                  "long prompt's TTFT among the streams, ms", "the same prompt length alone, ms"):  # fmt: skip
+    for label in ("their largest gap then, ms", "long prompt's TTFT among the streams, ms",
+                  "the same prompt length alone, ms"):  # fmt: skip
         lmx, peer, _ = _row(mixed, label)
         assert _number(lmx) > 0 and _number(peer) > 0, (label, mixed)
+    # a median gap of a tiny model may show as 0 ms: its pieces sometimes arrive together
+    assert all(_number(cell) >= 0 for cell in _row(mixed, "streams' steady gap between tokens, ms")[:2]), (
+        mixed
+    )
     agent = _bench(
         tiny_models, tmp_path / "agent", "--model", "random-tiny", "--workload", "agent", "--sessions", "2",
         "--prefix-tokens", "400", "--turns", "2", "--turn-tokens", "40", "--reply-tokens", "8",
