@@ -114,6 +114,9 @@ def test_the_pacer_prefills_at_full_speed_alone_and_keeps_rounds_near_three_deco
     pacer = Pacer(None)
     assert pacer.chunk(decoding=False, prompts=1) == DEFAULT_CHUNK  # nothing waits for it
     assert pacer.chunk(decoding=True, prompts=1) == 8 * MIN_CHUNK  # not measured yet
+    pacer.observe(0.100, decoding=True, prompt_tokens=0)
+    assert pacer.chunk(decoding=True, prompts=1) == MIN_CHUNK  # a token's cost measured on the least
+    assert Pacer(None, floor=1024).chunk(decoding=True, prompts=1) == 1024  # CUDA's floor
     for _ in range(10):
         pacer.observe(0.100, decoding=True, prompt_tokens=0)  # a decoding step: 100 ms
         pacer.observe(0.100 + 256 * 0.002, decoding=True, prompt_tokens=256)  # 2 ms a prompt token

@@ -107,8 +107,10 @@ class Pacer:
             return DEFAULT_CHUNK
         if self.fixed is not None:
             budget = self.fixed
-        elif self.step_s is None or self.token_s is None:
-            budget = max(self.floor, 8 * MIN_CHUNK)  # until both are measured
+        elif self.step_s is None:
+            budget = max(self.floor, 8 * MIN_CHUNK)  # nothing measured yet
+        elif self.token_s is None:
+            budget = self.floor  # the first round that prefills measures a token's cost: the least
         else:
             budget = max(self.floor, int((GAP_RATIO - 1) * self.step_s / self.token_s))
         share = budget // max(1, min(prompts, FLOOR))
