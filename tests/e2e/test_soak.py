@@ -1,6 +1,7 @@
 """A short soak (#27 item 4): `manage.py lmx_soak` drives a real server with every kind of client
-for two and a half minutes; nothing may end in a 5xx, hang or be lost, and after the first
-minute the server's and the engine's memory and open files stay flat. The 30-minute run on this
+for four minutes; nothing may end in a 5xx, hang or be lost, and from the third minute the
+server's and the engine's memory and open files stay flat (the engine's RSS still rose into the
+third minute in two runs of three: 880 -> 990 -> 1,140 MB). The 30-minute run on this
 CPU is in docs/RELIABILITY.md."""
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def test_a_short_soak_holds_the_invariants(make_server, tmp_path):
             "--url",
             srv.url,
             "--minutes",
-            "2.5",
+            "4",
             "--baseline-minute",
-            "2",
+            "3",
             "--swap-model",
             GGUF_ID,
             "--json",
