@@ -1,8 +1,7 @@
 """A short soak (#27 item 4): `manage.py lmx_soak` drives a real server with every kind of client
 for four minutes; nothing may end in a 5xx, hang or be lost, and from the third minute the
-server's and the engine's memory and open files stay flat (the engine's RSS still rose into the
-third minute in two runs of three: 880 -> 990 -> 1,140 MB). The 30-minute run on this
-CPU is in docs/RELIABILITY.md."""
+server's and the engine's memory and open files stay flat (the engine's RSS may still rise into
+the third minute: docs/RELIABILITY.md, with the 30-minute run on this CPU)."""
 
 from __future__ import annotations
 

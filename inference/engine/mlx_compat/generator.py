@@ -250,7 +250,7 @@ class LMXBatchGenerator(BatchGenerator):
             last_inputs = [self._currently_processing[i][0][0] for i in split]
             progress = [(self._currently_processing[i][2],) * 2 for i in split]
             self._currently_processing = [
-                seq for i, seq in enumerate(self._currently_processing) if not _read(seq[0])
+                seq for i, seq in enumerate(self._currently_processing) if i not in split
             ]
             joining = self._prompt_batch.split(split).generate(last_inputs)
             for uid, p in zip(joining.uids, progress, strict=True):
